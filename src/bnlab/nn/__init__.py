@@ -1,0 +1,13 @@
+"""Neural-network layer: datasets, batched models M1-M5 with and without BN, and a vectorised trainer."""
+
+from bnlab.nn.data import DATASETS, Dataset, load_dataset
+from bnlab.nn.fetch import default_data_dir, fetch
+from bnlab.nn.metrics import lr_window_decades
+from bnlab.nn.models import KINDS, BatchedNet, ModelSpec, init_batched, reference_module
+from bnlab.nn.trainer import NetConfig, TrainResult, batch_schedule, evaluate, network_losses, train
+
+__all__ = [
+    "DATASETS", "KINDS", "BatchedNet", "Dataset", "ModelSpec", "NetConfig", "TrainResult", "batch_schedule",
+    "default_data_dir", "evaluate", "fetch", "init_batched", "load_dataset", "lr_window_decades",
+    "network_losses", "reference_module", "train",
+]

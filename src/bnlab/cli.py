@@ -1,0 +1,151 @@
+"""The ``bnlab`` command: a thin shell over experiments, theory, report and data.
+
+User errors (bad option, unknown experiment, invalid config or matrix) print one line and exit with status 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from bnlab.errors import BnlabError
+
+console = Console()
+DEFAULT_OUT = "bnlab-out"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bnlab")
+def cli() -> None:
+    """bnlab: why batch normalisation makes gradient descent robust to the learning rate, measured."""
+
+
+@cli.command("list")
+def list_experiments() -> None:
+    """Show the registered experiments with their purpose."""
+    from bnlab.experiments import REGISTRY
+
+    table = Table("experiment", "paper row", "facts", "purpose", box=None)
+    for exp in REGISTRY.values():
+        table.add_row(exp.name, exp.row, " ".join(exp.facts), exp.purpose)
+    console.print(table)
+
+
+def _print_claims(outcome) -> None:
+    table = Table("claim", "quantity", "predicted", "measured", "rel. error", "verdict", title=outcome.experiment.name)
+    for c in outcome.claims:
+        table.add_row(
+            c.claim,
+            c.quantity,
+            "-" if c.predicted is None else f"{c.predicted:.4g}",
+            "-" if c.measured is None else f"{c.measured:.4g}",
+            "-" if c.rel_error is None else f"{c.rel_error:.2%}",
+            "[green]holds[/]" if c.holds else "[red]does not hold[/]",
+        )
+    console.print(table)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
+@click.option("--device", default=None, help="cpu (default) or cuda.")
+@click.option("--out", default=DEFAULT_OUT, show_default=True, type=click.Path(file_okay=False))
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--ray-address", default=None, help="Address of an existing Ray cluster.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def run(name, profile, overrides, device, out, executor, ray_address, no_progress) -> None:
+    """Run one experiment (resumable; an identical config reuses its stored results)."""
+    from bnlab.experiments import run_experiment
+    from bnlab.sweep import make_executor
+
+    outcome = run_experiment(
+        name,
+        out,
+        profile=profile,
+        overrides=list(overrides),
+        device=device,
+        executor=make_executor(executor, ray_address),
+        progress=not no_progress,
+    )
+    _print_claims(outcome)
+    state = "reused stored results" if outcome.reused else "computed"
+    console.print(f"{state}: {outcome.store.path}")
+    for fig in outcome.figures:
+        if fig.suffix == ".png":
+            console.print(f"figure: {fig}")
+
+
+@cli.command()
+@click.option("--d", "d", type=int, default=10, show_default=True, help="Dimension.")
+@click.option("--kappa", type=float, default=100.0, show_default=True, help="Condition number.")
+@click.option("--spacing", type=click.Choice(["linear", "log"]), default="log", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--u-norm", type=click.Choice(["gaussian", "unit"]), default="gaussian", show_default=True)
+@click.option("--matrix", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A .npy file with H, or a .npz with H and g (and optionally c), instead of a spectrum.")
+@click.option("--eps", type=float, multiple=True, help="Learning rates at which to print GD's rate.")
+def theory(d, kappa, spacing, seed, u_norm, matrix, eps) -> None:
+    """Print a problem's closed-form quantities: thresholds, kappa, kappa*, optimal rates."""
+    from bnlab.ols import Problem
+    from bnlab.ols import theory as th
+
+    if matrix:
+        problem = _load_problem(Path(matrix))
+    else:
+        problem = Problem.from_spectrum(d, kappa, spacing, seed=seed, u_norm=u_norm)
+    summary = th.summarise(problem)
+    table = Table("quantity", "value", title=repr(problem), box=None)
+    for key, value in vars(summary).items():
+        table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
+    for e in eps:
+        table.add_row(f"gd_rate(eps={e:g})", f"{float(th.gd_rate(problem, e)):.6g}")
+    console.print(table)
+
+
+def _load_problem(path: Path):
+    from bnlab.ols import Problem
+
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise BnlabError(f"cannot read {path}: {exc}") from None
+    if isinstance(data, np.ndarray):
+        H = data
+        # With only H given, take a fixed all-ones direction for the optimum (u = 1, g = H u).
+        return Problem.from_moments(H, H @ np.ones(H.shape[0]) if H.ndim == 2 and H.shape[0] == H.shape[1] else H[0])
+    if "H" not in data or "g" not in data:
+        raise BnlabError(f"{path} must hold arrays 'H' and 'g'")
+    return Problem.from_moments(data["H"], data["g"], float(data["c"]) if "c" in data else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning user errors into one line and exit status 2."""
+    try:
+        cli.main(args=argv, prog_name="bnlab", standalone_mode=False)
+    except click.exceptions.Abort:
+        console.print("aborted", style="red")
+        return 130
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        ctx_hint = f" (see 'bnlab {exc.ctx.info_name} --help')" if getattr(exc, "ctx", None) else ""
+        click.echo(f"error: {exc.format_message()}{ctx_hint}", err=True)
+        return 2
+    except BnlabError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        click.echo("interrupted: finished chunks are kept; run the same command again to resume", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""The SPEC's models M1-M5, with or without BN, as batched networks and as plain torch.nn references.
+
+One architecture list drives both builders, so ``BatchedNet.from_modules`` / ``to_modules`` map parameters
+layer by layer. With BN, every conv and dense layer (logits included) is followed by BN, before the ReLU.
+- M1: conv5x5(32)-pool-conv5x5(64)-pool-fc1024-fc; on 3-channel input (CIFAR-10) conv5x5(64) twice, fc512, fc128.
+  The authors' stored BN CNN feeds bn1 into the second block twice, so its second conv never reaches the loss;
+  we do not copy that defect: each block reads the previous block's output.
+- M2: one dense layer in->classes (cross-entropy); M4: the same with squared loss on the softmax output.
+- M3: conv3x3(32)-pool-conv3x3(64)-pool-fc512-fc128-fc.
+- M5: in->h->classes with ReLU (h = ``hidden``).
+Convolutions use 'same' padding and 2x2 max pooling. MLPs flatten any input; CNNs need image inputs (C, H, W) and
+reject feature vectors (e.g. MNIST-1D) with a ``BnlabError`` [ours].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bnlab.errors import BnlabError
+from bnlab.nn.layers import (
+    BatchedBatchNorm,
+    BatchedConv2d,
+    BatchedFlatten,
+    BatchedLinear,
+    BatchedMaxPool2d,
+    BatchedReLU,
+    torch_default_init_,
+)
+
+KINDS = ("M1", "M2", "M3", "M4", "M5")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture shared by every network of one batched run; ``loss`` follows the kind (M4: squared)."""
+
+    kind: str = "M5"
+    bn: bool = True
+    hidden: int = 100
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise BnlabError(f"unknown model kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if self.hidden < 1:
+            raise BnlabError(f"hidden width must be positive, got {self.hidden}")
+
+    @property
+    def loss(self) -> str:
+        return "squared" if self.kind == "M4" else "cross_entropy"
+
+
+def architecture(spec: ModelSpec, input_shape: Sequence[int], num_classes: int) -> list[tuple]:
+    """Ops as tuples: ("flatten",), ("linear", in, out), ("conv", c_in, c_out, k), ("bn", c), ("relu",), ("pool",)."""
+    input_shape = tuple(input_shape)
+    ops: list[tuple] = []
+
+    def dense(d_in: int, widths: Sequence[int]) -> None:
+        for i, w in enumerate(widths):
+            ops.append(("linear", d_in, w))
+            if spec.bn:
+                ops.append(("bn", w))
+            if i < len(widths) - 1:
+                ops.append(("relu",))
+            d_in = w
+
+    if spec.kind in ("M2", "M4", "M5"):
+        ops.append(("flatten",))
+        d = 1
+        for s in input_shape:
+            d *= s
+        dense(d, [num_classes] if spec.kind != "M5" else [spec.hidden, num_classes])
+        return ops
+    if len(input_shape) != 3:
+        raise BnlabError(f"{spec.kind} is a CNN and needs image inputs (C, H, W), got shape {input_shape}")
+    c, h, w = input_shape
+    if h < 4 or w < 4:
+        raise BnlabError(f"{spec.kind} pools twice and needs images of at least 4x4, got {h}x{w}")
+    if spec.kind == "M1":
+        convs, k, fcs = ([64, 64], 5, [512, 128]) if c == 3 else ([32, 64], 5, [1024])
+    else:
+        convs, k, fcs = [32, 64], 3, [512, 128]
+    for c_out in convs:
+        ops.append(("conv", c, c_out, k))
+        if spec.bn:
+            ops.append(("bn", c_out))
+        ops += [("relu",), ("pool",)]
+        c, h, w = c_out, h // 2, w // 2
+    ops.append(("flatten",))
+    dense(c * h * w, [*fcs, num_classes])
+    return ops
+
+
+def reference_module(spec: ModelSpec, input_shape: Sequence[int], num_classes: int, seed: int = 0,
+                     weight_scale: float = 1.0, gamma_init: float = 1.0) -> nn.Sequential:
+    """One torch.nn network, initialised from ``seed``: torch's default U(+-1/sqrt(fan_in)) for weights and biases
+    (drawn in float32, layer by layer), weights then multiplied by ``weight_scale``, BN gamma = ``gamma_init``."""
+    gen = torch.Generator().manual_seed(int(seed))
+    layers: list[nn.Module] = []
+    spatial = False  # BN after a conv normalises per channel over (B, H, W): BatchNorm2d; after flatten, 1d
+    for op in architecture(spec, input_shape, num_classes):
+        if op[0] == "linear":
+            layer = nn.Linear(op[1], op[2])
+            torch_default_init_(layer.weight, layer.bias, op[1], gen)
+        elif op[0] == "conv":
+            layer = nn.Conv2d(op[1], op[2], op[3], padding=op[3] // 2)
+            torch_default_init_(layer.weight, layer.bias, op[1] * op[3] * op[3], gen)
+        elif op[0] == "bn":
+            layer = nn.BatchNorm2d(op[1]) if spatial else nn.BatchNorm1d(op[1])
+            nn.init.constant_(layer.weight, gamma_init)
+        elif op[0] == "relu":
+            layer = nn.ReLU()
+        elif op[0] == "pool":
+            layer = nn.MaxPool2d(2)
+        else:
+            layer = nn.Flatten()
+        spatial = op[0] != "flatten" and (spatial or op[0] == "conv")
+        if op[0] in ("linear", "conv"):
+            with torch.no_grad():
+                layer.weight.mul_(weight_scale)
+        layers.append(layer)
+    return nn.Sequential(*layers)
+
+
+class BatchedNet(nn.Module):
+    """N networks of one architecture; ``forward(x)`` maps a shared batch (B, *input_shape) to logits (B, N, K)."""
+
+    def __init__(self, spec: ModelSpec, input_shape: Sequence[int], num_classes: int, n: int):
+        super().__init__()
+        if n < 1:
+            raise BnlabError(f"need at least one network, got {n}")
+        self.spec, self.input_shape, self.num_classes, self.n = spec, tuple(input_shape), num_classes, n
+        self.ops = architecture(spec, input_shape, num_classes)
+        built: list[nn.Module] = []
+        for i, op in enumerate(self.ops):
+            if op[0] == "linear":
+                built.append(BatchedLinear(n, op[1], op[2]))
+            elif op[0] == "conv":
+                built.append(BatchedConv2d(n, op[1], op[2], op[3]))
+            elif op[0] == "bn":
+                built.append(BatchedBatchNorm(n, op[1]))
+            elif op[0] == "relu":
+                built.append(BatchedReLU())
+            elif op[0] == "pool":
+                built.append(BatchedMaxPool2d())
+            else:
+                built.append(BatchedFlatten(n, shared=i == 0))
+        self.layers = nn.ModuleList(built)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise BnlabError(f"input shape {tuple(x.shape[1:])} does not match the model's {self.input_shape}")
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def bn_parameters(self) -> list[nn.Parameter]:
+        return [p for m in self.layers if isinstance(m, BatchedBatchNorm) for p in (m.weight, m.bias)]
+
+    def other_parameters(self) -> list[nn.Parameter]:
+        bn = {id(p) for p in self.bn_parameters()}
+        return [p for p in self.parameters() if id(p) not in bn]
+
+    @classmethod
+    def from_modules(cls, spec: ModelSpec, input_shape: Sequence[int], num_classes: int,
+                     modules: Sequence[nn.Sequential]) -> BatchedNet:
+        """Stack N reference networks (as built by ``reference_module``) into one batched net, same dtype/device."""
+        ref = modules[0]
+        net = cls(spec, input_shape, num_classes, len(modules))
+        p0 = next(ref.parameters())
+        net.to(device=p0.device, dtype=p0.dtype)
+        for i, layer in enumerate(net.layers):
+            names = [n for n, _ in layer.named_parameters()] + [n for n, _ in layer.named_buffers()]
+            for name in names:
+                try:
+                    stacked = torch.stack([getattr(m[i], name).detach() for m in modules])
+                except (AttributeError, IndexError, RuntimeError) as exc:
+                    raise BnlabError(f"reference modules do not match {spec.kind} at layer {i}: {exc}") from None
+                getattr(layer, name).data.copy_(stacked.reshape(getattr(layer, name).shape))
+        return net
+
+    def to_modules(self) -> list[nn.Sequential]:
+        """Export each network as a torch.nn reference (parameters and BN running statistics copied)."""
+        p0 = next(self.parameters())
+        out = []
+        for k in range(self.n):
+            ref = reference_module(self.spec, self.input_shape, self.num_classes).to(p0.device, p0.dtype)
+            for i, layer in enumerate(self.layers):
+                for name, t in list(layer.named_parameters()) + list(layer.named_buffers()):
+                    getattr(ref[i], name).data.copy_(t.detach()[k].reshape(getattr(ref[i], name).shape))
+            out.append(ref)
+        return out
+
+
+def init_batched(spec: ModelSpec, input_shape: Sequence[int], num_classes: int, seeds: Sequence[int],
+                 weight_scales: Sequence[float] | None = None, gamma_inits: Sequence[float] | None = None,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> BatchedNet:
+    """A batched net whose network k equals ``reference_module(spec, ..., seeds[k], weight_scales[k], ...)``.
+
+    Each network's initial weights depend on its own seed only, not on its position or on N.
+    """
+    n = len(seeds)
+    ws = list(weight_scales) if weight_scales is not None else [1.0] * n
+    gs = list(gamma_inits) if gamma_inits is not None else [1.0] * n
+    refs = [reference_module(spec, input_shape, num_classes, s, w, g) for s, w, g in zip(seeds, ws, gs, strict=True)]
+    return BatchedNet.from_modules(spec, input_shape, num_classes, refs).to(device=device, dtype=dtype)

@@ -1,0 +1,211 @@
+"""Vectorised training of N networks (one per learning rate x seed x swept value) in one forward/backward pass.
+
+Design [ours]:
+- Every network of one call sees the same mini-batches, drawn from ``data_seed`` (epochs of seeded
+  permutations, incomplete tail batches dropped), so only the swept values differ. A config's ``seed`` varies the
+  initial weights only; to vary the batch order too, call ``train`` again with another ``data_seed``.
+- Step t forwards batch t in training mode (BN on batch statistics), logs if t % log_every == 0, then updates.
+  Row ``step = t`` therefore holds the train loss/accuracy of batch t *before* update t+1 (as TF's
+  ``sess.run([loss, train_op])``) and the test metrics of the same parameters in eval mode (BN running stats).
+  A last row at ``step = steps`` is measured on one more batch without updating anything.
+- A network is diverged at the first step whose loss is non-finite or above ``max_loss``, or whose update is not
+  finite; it is then frozen (parameters, BN statistics and Adam moments stop changing and stay finite) and its
+  metrics are NaN from that step on; the other networks are unaffected (parameters are disjoint per network).
+- Calls are independent and deterministic given (configs, data_seed, ...), so a caller may split a sweep into
+  chunks of configs and cache each chunk's frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from bnlab.errors import BnlabError
+from bnlab.nn.data import Dataset
+from bnlab.nn.models import BatchedNet, ModelSpec, init_batched
+from bnlab.nn.optim import BatchedOptimizer
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Hyperparameters of one network; ``bn_lr=None`` means the BN parameters use ``lr`` too."""
+
+    lr: float
+    bn_lr: float | None = None
+    seed: int = 0
+    weight_scale: float = 1.0
+    gamma_init: float = 1.0
+    optimizer: str = "sgd"
+    beta1: float = 0.9
+    beta2: float = 0.999
+    adam_eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "bn_lr", "weight_scale", "gamma_init", "adam_eps"):
+            v = getattr(self, name)
+            if v is not None and (not math.isfinite(v) or v < 0):
+                raise BnlabError(f"{name} must be finite and non-negative, got {v}")
+        if self.optimizer not in OPTIMIZERS:
+            raise BnlabError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise BnlabError(f"Adam betas must lie in [0, 1), got {self.beta1}, {self.beta2}")
+
+
+@dataclass
+class TrainResult:
+    """``history``: one row per network and logged step (net, step, train_loss, train_acc, test_loss, test_acc,
+    diverged); ``networks``: one row per network (its config, diverged, diverged_step, final metrics)."""
+
+    history: pd.DataFrame
+    networks: pd.DataFrame
+    model: BatchedNet
+
+
+def batch_schedule(n_train: int, batch_size: int, n_batches: int, data_seed: int) -> torch.Tensor:
+    """Indices (n_batches, batch_size): consecutive batches of seeded permutations, one permutation per epoch."""
+    if not 1 <= batch_size <= n_train:
+        raise BnlabError(f"batch size must lie in [1, {n_train}] (training set size), got {batch_size}")
+    gen = torch.Generator().manual_seed(int(data_seed))
+    per_epoch = n_train // batch_size
+    epochs = -(-n_batches // per_epoch)
+    perms = [torch.randperm(n_train, generator=gen)[: per_epoch * batch_size] for _ in range(epochs)]
+    return torch.cat(perms).view(-1, batch_size)[:n_batches]
+
+
+def network_losses(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    """Mean loss per network from logits (B, N, K): cross-entropy -log softmax(z)_y, or squared loss on the
+    softmax output sum_k (softmax(z)_k - [y = k])^2 (M4) [ours: summed over classes, averaged over the batch]."""
+    if loss == "cross_entropy":
+        logp = torch.log_softmax(logits, -1)
+        return -logp.gather(-1, y.view(-1, 1, 1).expand(-1, logits.shape[1], 1)).squeeze(-1).mean(0)
+    onehot = torch.nn.functional.one_hot(y, logits.shape[-1]).to(logits.dtype).unsqueeze(1)
+    return (torch.softmax(logits, -1) - onehot).pow(2).sum(-1).mean(0)
+
+
+def network_accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (logits.argmax(-1) == y.view(-1, 1)).to(logits.dtype).mean(0)
+
+
+@torch.no_grad()
+def evaluate(model: BatchedNet, x: torch.Tensor, y: torch.Tensor, loss: str, chunk: int = 1000):
+    """Eval-mode (running-statistics) mean loss and accuracy per network over (x, y), in chunks of ``chunk``."""
+    was_training = model.training
+    model.eval()
+    tot_loss = torch.zeros(model.n, dtype=x.dtype, device=x.device)
+    tot_acc = torch.zeros_like(tot_loss)
+    for i in range(0, len(x), chunk):
+        z = model(x[i:i + chunk])
+        w = len(z)
+        tot_loss += network_losses(z, y[i:i + chunk], loss) * w
+        tot_acc += network_accuracy(z, y[i:i + chunk]) * w
+    model.train(was_training)
+    return tot_loss / len(x), tot_acc / len(x)
+
+
+def _optimizer(model: BatchedNet, configs: Sequence[NetConfig]) -> BatchedOptimizer:
+    p = next(model.parameters())
+
+    def vec(values) -> torch.Tensor:
+        return torch.tensor(values, dtype=p.dtype, device=p.device)
+
+    lr = vec([c.lr for c in configs])
+    bn_lr = vec([c.lr if c.bn_lr is None else c.bn_lr for c in configs])
+    bn, other = model.bn_parameters(), model.other_parameters()
+    return BatchedOptimizer(other + bn, [lr] * len(other) + [bn_lr] * len(bn),
+                            torch.tensor([c.optimizer == "adam" for c in configs], device=p.device),
+                            vec([c.beta1 for c in configs]), vec([c.beta2 for c in configs]),
+                            vec([c.adam_eps for c in configs]))
+
+
+def train(spec: ModelSpec, dataset: Dataset, configs: Sequence[NetConfig], *, steps: int, batch_size: int = 100,
+          log_every: int = 10, data_seed: int = 0, test_size: int | None = 1000, max_loss: float = 1e3,
+          device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+          model: BatchedNet | None = None, eval_chunk: int = 1000) -> TrainResult:
+    """Train ``len(configs)`` networks of architecture ``spec`` on ``dataset`` for ``steps`` updates, batched.
+
+    ``test_size``: test metrics use the first ``test_size`` examples of a ``data_seed`` permutation of the test
+    set (None: all of it). ``model``: start from this batched net (e.g. ``BatchedNet.from_modules``) instead of
+    initialising from the configs' seeds; it is trained in place.
+    """
+    configs = list(configs)
+    if not configs:
+        raise BnlabError("need at least one network config")
+    if steps < 0 or log_every < 1:
+        raise BnlabError(f"steps must be >= 0 and log_every >= 1, got {steps}, {log_every}")
+    if model is None:
+        model = init_batched(spec, dataset.input_shape, dataset.num_classes, [c.seed for c in configs],
+                             [c.weight_scale for c in configs], [c.gamma_init for c in configs], device, dtype)
+    elif model.n != len(configs):
+        raise BnlabError(f"model holds {model.n} networks but {len(configs)} configs were given")
+    p0 = next(model.parameters())
+    device, dtype = p0.device, p0.dtype
+    data = dataset.to(device, dtype)
+    schedule = batch_schedule(len(data.x_train), batch_size, steps + 1, data_seed).to(device)
+    test_idx = torch.randperm(len(data.x_test), generator=torch.Generator().manual_seed(int(data_seed)))
+    test_idx = test_idx[:test_size].to(device)
+    x_test, y_test = data.x_test[test_idx], data.y_test[test_idx]
+
+    opt = _optimizer(model, configs)
+    params, buffers = opt.params, list(model.buffers())
+    n = model.n
+    alive = torch.ones(n, dtype=torch.bool, device=device)
+    div_step = torch.full((n,), -1, dtype=torch.int64, device=device)
+    logs = []
+    model.train()
+    for t in range(steps + 1):
+        final = t == steps
+        log = t % log_every == 0 or final
+        if log:  # parameters after t updates, running statistics after t batches
+            test_loss, test_acc = evaluate(model, x_test, y_test, spec.loss, eval_chunk)
+        idx = schedule[t]
+        xb, yb = data.x_train[idx], data.y_train[idx]
+        saved = [b.clone() for b in buffers]  # BN running stats: restored for networks that fail this step
+        with torch.set_grad_enabled(not final):
+            logits = model(xb)
+            losses = network_losses(logits, yb, spec.loss)
+        ok = alive & torch.isfinite(losses) & (losses <= max_loss)
+        if log:
+            logs.append((t, losses.detach().clone(), network_accuracy(logits.detach(), yb), test_loss, test_acc))
+        if not final:
+            # Networks already frozen or failing now contribute zero loss; their (possibly NaN) gradients stay in
+            # their own parameter blocks and are discarded by the optimizer's mask.
+            total = torch.where(ok, losses, torch.zeros((), dtype=dtype, device=device)).sum()
+            grads = list(torch.autograd.grad(total, params))
+            ok = opt.step(grads, ok)
+        with torch.no_grad():
+            for b, s in zip(buffers, saved, strict=True):
+                keep = ok.view(-1, *([1] * (b.dim() - 1))) & (not final)
+                b.copy_(torch.where(keep, b, s))
+        div_step = torch.where(alive & ~ok, t, div_step)
+        alive = ok
+    return _results(configs, logs, div_step.cpu(), model)
+
+
+def _results(configs: list[NetConfig], logs: list, div_step: torch.Tensor, model: BatchedNet) -> TrainResult:
+    n = len(configs)
+    frames = []
+    for t, *metrics in logs:
+        diverged = (div_step >= 0) & (div_step <= t)
+        row = {"net": range(n), "step": t}
+        for name, m in zip(("train_loss", "train_acc", "test_loss", "test_acc"), metrics, strict=True):
+            vals = m.detach().to("cpu", torch.float64)
+            row[name] = torch.where(diverged, float("nan"), vals).numpy()
+        row["diverged"] = diverged.numpy()
+        frames.append(pd.DataFrame(row))
+    history = pd.concat(frames, ignore_index=True)
+    nets = pd.DataFrame([dataclasses.asdict(c) for c in configs])
+    nets.insert(0, "net", range(n))
+    nets["bn_lr"] = [c.lr if c.bn_lr is None else c.bn_lr for c in configs]
+    nets["diverged"] = (div_step >= 0).numpy()
+    nets["diverged_step"] = div_step.numpy()
+    last = history[history.step == history.step.max()].set_index("net")
+    for name in ("train_loss", "train_acc", "test_loss", "test_acc"):
+        nets[f"final_{name}"] = last[name].to_numpy()
+    return TrainResult(history, nets, model)
