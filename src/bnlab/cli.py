@@ -88,8 +88,12 @@ def run(name, profile, overrides, device, out, executor, ray_address, no_progres
 @click.option("--spacing", type=click.Choice(["linear", "log"]), default="log", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--u-norm", type=click.Choice(["gaussian", "unit"]), default="gaussian", show_default=True)
-@click.option("--matrix", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="A .npy file with H, or a .npz with H and g (and optionally c), instead of a spectrum.")
+@click.option(
+    "--matrix",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A .npy file with H, or a .npz with H and g (and optionally c), instead of a spectrum.",
+)
 @click.option("--eps", type=float, multiple=True, help="Learning rates at which to print GD's rate.")
 def theory(d, kappa, spacing, seed, u_norm, matrix, eps) -> None:
     """Print a problem's closed-form quantities: thresholds, kappa, kappa*, optimal rates."""

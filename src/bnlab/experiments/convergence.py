@@ -92,7 +92,9 @@ def _measure_gd_threshold(problem: Problem, cfg: ConvergenceConfig, seed: int) -
 
 def run(cfg: ConvergenceConfig, ctx: RunContext) -> None:
     chunks = {f"seed-{s}": {"config": cfg.model_dump(), "seed": s} for s in range(cfg.seeds)}
-    ctx.store.write_table("final", run_chunks(ctx.store, chunks, _final_gaps, ctx.executor, ctx.progress, "convergence"))
+    ctx.store.write_table(
+        "final", run_chunks(ctx.store, chunks, _final_gaps, ctx.executor, ctx.progress, "convergence")
+    )
 
 
 def summarise(cfg: ConvergenceConfig, tables: Tables) -> list[Claim]:

@@ -36,7 +36,9 @@ def run_chunks(
             disable=not progress,
             transient=True,
         ) as bar:
-            task = bar.add_task(label or store.path.parent.name, total=len(chunks), completed=len(chunks) - len(missing))
+            task = bar.add_task(
+                label or store.path.parent.name, total=len(chunks), completed=len(chunks) - len(missing)
+            )
             for i, frame in executor.map(compute, [chunks[k] for k in missing]):
                 store.write_chunk(missing[i], frame)
                 bar.advance(task)
