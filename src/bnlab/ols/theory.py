@@ -70,16 +70,28 @@ def effective_eigvals(problem: Problem) -> np.ndarray:
 
 
 def _secular_root(lam: np.ndarray, z: np.ndarray, rho: float, j: int) -> float:
-    """The eigenvalue of ``diag(lam) - z z^T / rho`` in ``[lam[j+1], lam[j]]``."""
+    """The eigenvalue of ``diag(lam) - z z^T / rho`` in ``[lam[j+1], lam[j]]``.
+
+    ``f(mu) = 1 - sum_i z_i^2 / (rho (lam_i - mu))`` falls from +inf to -inf across the interval. The root is
+    found as an offset ``t`` from the nearer pole, with ``lam_i - mu = (lam_i - pole) - t``, so that a root
+    close to a pole keeps its relative precision (the shift LAPACK's dlaed4 uses).
+    """
     lo, hi = lam[j + 1], lam[j]
     if hi - lo <= 1e-15 * hi or z[j] == 0 or z[j + 1] == 0:
         return float(lo if z[j + 1] == 0 else hi)  # a repeated eigenvalue or an eigenvector orthogonal to u
+    weights = z**2 / rho
+    mid = 0.5 * (lo + hi)
+    near_hi = 1.0 - float(np.sum(weights / (lam - mid))) >= 0  # f decreasing: the root lies above mid
+    pole = hi if near_hi else lo
+    offsets = lam - pole
 
-    def secular(mu: float) -> float:
-        return 1.0 - float(np.sum(z**2 / (lam - mu))) / rho
+    def secular(t: float) -> float:
+        return 1.0 - float(np.sum(weights / (offsets - t)))
 
-    span = hi - lo
-    return brentq(secular, lo + 1e-15 * span, hi - 1e-15 * span, xtol=1e-14 * hi, rtol=4e-16)
+    half = mid - pole  # negative when measuring from the upper pole
+    tiny = abs(half) * 1e-300
+    a, b = (half, -tiny) if near_hi else (tiny, half)
+    return float(pole + brentq(secular, a, b, xtol=1e-300, rtol=1e-15, maxiter=500))
 
 
 def effective_extremes(problem: Problem) -> tuple[float, float]:

@@ -1,0 +1,119 @@
+"""Closed forms against brute-force numerics."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import bnlab.ols.theory as theory
+from bnlab.ols import Problem, bngd, gd
+
+
+def test_gd_closed_forms_against_brute_force():
+    p = Problem.from_spectrum(7, 40.0, "linear", seed=1)
+    eps_grid = np.linspace(1e-4, 2.5 / p.lambda_max, 20001)
+    # Brute force: spectral radius of I - eps H for each eps.
+    radius = np.array([np.max(np.abs(np.linalg.eigvalsh(np.eye(7) - e * p.H))) for e in eps_grid[::100]])
+    np.testing.assert_allclose(theory.gd_rate(p, eps_grid[::100]), radius, rtol=1e-12)
+    rates = theory.gd_rate(p, eps_grid)
+    assert eps_grid[np.argmin(rates)] == pytest.approx(theory.gd_optimal_eps(p), rel=1e-3)
+    assert rates.min() == pytest.approx(theory.gd_optimal_rate(p), rel=1e-5)  # grid resolution
+    assert eps_grid[np.argmax(rates >= 1)] == pytest.approx(theory.gd_threshold(p), rel=1e-4)
+
+
+@given(d=st.integers(2, 12), kappa=st.floats(1.5, 1e4), seed=st.integers(0, 10_000), log=st.booleans())
+def test_effective_spectrum_interlaces_and_matches_dense_eigensolver(d, kappa, seed, log):
+    """F5: H* = H - H u u^T H / (u^T H u) has u in its kernel; its other eigenvalues interlace with H's."""
+    p = Problem.from_spectrum(d, kappa, "log" if log else "linear", seed=seed)
+    h_star = theory.effective_hessian(p)
+    brute = np.sort(np.linalg.eigvalsh(h_star))[::-1]
+    scale = p.lambda_max
+    assert abs(brute[-1]) < 1e-9 * scale  # the kernel: H* u = 0
+    np.testing.assert_allclose(h_star @ p.u, 0.0, atol=1e-9 * scale * np.linalg.norm(p.u))
+    mu = theory.effective_eigvals(p)
+    np.testing.assert_allclose(mu, brute[:-1], rtol=1e-8, atol=1e-10 * scale)
+    lam = p.eigvals
+    assert np.all(mu <= lam[:-1] * (1 + 1e-10)) and np.all(mu >= lam[1:] * (1 - 1e-10))
+    assert theory.kappa_star(p) <= p.kappa * (1 + 1e-10)
+
+
+def test_secular_path_matches_dense_path(monkeypatch):
+    p = Problem.from_spectrum(300, 1000.0, "log", seed=7)
+    dense = theory.effective_eigvals(p)
+    hi, lo = theory.effective_extremes(p)
+    monkeypatch.setattr(theory, "_DENSE_MAX_D", 10)
+    np.testing.assert_allclose(theory.effective_eigvals(p), dense, rtol=1e-10)
+    assert theory.effective_extremes(p) == pytest.approx((hi, lo), rel=1e-12)
+
+
+def test_reference_point_of_the_spec_is_in_range():
+    # SPEC: d = 10, kappa = 100, log spectrum: kappa* about 75 there (our seeds differ, so a range).
+    ks = [theory.kappa_star(Problem.from_spectrum(10, 100.0, "log", seed=s)) for s in range(20)]
+    assert 40 < np.median(ks) < 100
+    assert all(k <= 100 for k in ks)
+
+
+def test_predicted_bngd_rate_is_the_loss_contraction_of_gd_on_h_star():
+    """rho*(eps_hat) equals the spectral radius of I - eps_hat H* restricted to u's H-orthogonal complement."""
+    p = Problem.from_spectrum(6, 30.0, seed=3)
+    mu = theory.effective_eigvals(p)
+    for eff in (0.001, 0.02, 0.05):
+        assert theory.bngd_rate(p, eff) == pytest.approx(np.max(np.abs(1 - eff * mu)), rel=1e-12)
+
+
+def test_steps_to_tolerance_and_measured_rate_on_synthetic_data():
+    steps = np.arange(200)
+    gap = np.stack([0.9**steps, np.r_[np.ones(50), 0.5 ** np.arange(150)]], axis=1)
+    np.testing.assert_allclose(theory.steps_to_tolerance(steps, gap, 1e-3), [66, 60])
+    np.testing.assert_allclose(theory.measured_rate(steps, gap), [0.9, 0.5], rtol=1e-10)
+    assert np.isnan(theory.measured_rate(steps, np.ones(200)))  # no convergence, no rate
+
+
+# -- property tests for SPEC section 2 ---------------------------------------------------------------------
+problems = st.builds(
+    Problem.from_spectrum,
+    d=st.integers(2, 10),
+    kappa=st.floats(1.0, 1e3),
+    spacing=st.sampled_from(["linear", "log"]),
+    seed=st.integers(0, 10_000),
+    noise=st.floats(0.0, 1.0),
+)
+
+
+@given(problem=problems, log_eps=st.floats(-3, 6), eps_a=st.floats(0.05, 1.0), seed=st.integers(0, 1000))
+def test_f3_weight_norm_grows_by_the_squared_step(problem, log_eps, eps_a, seed):
+    """F3: grad_w J is orthogonal to w, so ||w_{k+1}||^2 = ||w_k||^2 + ||w_{k+1} - w_k||^2 >= ||w_k||^2."""
+    eps = 10.0**log_eps
+    w0 = np.random.default_rng(seed).standard_normal(problem.d)
+    one = bngd(problem, eps, 1, eps_a=eps_a, w0=w0)
+    step = one.w_final[0] - w0
+    assert one.w_norm[1, 0] ** 2 == pytest.approx(np.dot(w0, w0) + np.dot(step, step), rel=1e-10)
+    many = bngd(problem, eps, 50, eps_a=eps_a, w0=w0)
+    assert np.all(np.diff(many.w_norm[:, 0]) >= -1e-12 * many.w_norm[1:, 0])
+
+
+@given(problem=problems, log_eps=st.floats(-3, 3), log_gamma=st.floats(-2, 2), seed=st.integers(0, 1000))
+def test_f4_scaling_law_same_a_and_direction(problem, log_eps, log_gamma, seed):
+    """F4: (eps, w0) and (gamma^2 eps, gamma w0) give the same a_k and the same direction of w_k."""
+    eps, gamma = 10.0**log_eps, 10.0**log_gamma
+    w0 = np.random.default_rng(seed).standard_normal(problem.d)
+    base = bngd(problem, eps, 30, w0=w0, eps_a=0.7)
+    scaled = bngd(problem, gamma**2 * eps, 30, w0=gamma * w0, eps_a=0.7)
+    # Exact in exact arithmetic; the tolerance leaves room for round-off amplified by oscillating transients
+    # (eps_hat above the stability edge at first), while a wrong law would differ at order one.
+    np.testing.assert_allclose(scaled.a, base.a, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(scaled.w_norm, gamma * base.w_norm, rtol=1e-6)
+    direction = base.w_final[0] / np.linalg.norm(base.w_final[0])
+    np.testing.assert_allclose(scaled.w_final[0] / np.linalg.norm(scaled.w_final[0]), direction, atol=1e-6)
+    np.testing.assert_allclose(scaled.excess_loss, base.excess_loss, rtol=1e-5, atol=1e-10 * base.excess_loss[0, 0])
+
+
+def test_f4_gd_has_no_scaling_law():
+    p = Problem.from_spectrum(5, 10.0, seed=0)
+    w0 = np.random.default_rng(0).standard_normal(5)
+    base = gd(p, 0.06, 100, w0=w0)
+    scaled = gd(p, 0.06 * 4.0, 100, w0=2.0 * w0)
+    assert not np.allclose(scaled.excess_loss, 4.0 * base.excess_loss, rtol=0.1)
+    # 4x the step crosses 2/lambda_max = 0.2: the scaled run blows up while the base run converges.
+    assert scaled.excess_loss[-1, 0] > 1e20 * scaled.excess_loss[0, 0]
+    assert base.excess_loss[-1, 0] < 1e-5 * base.excess_loss[0, 0]
