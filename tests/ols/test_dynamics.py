@@ -106,7 +106,9 @@ def test_measured_rate_matches_predicted_rate_within_one_percent():
     assert close.sum() >= 5, (measured, predicted)
     # GD's measured rate is its closed-form rate squared.
     g = gd(p, [0.005, 0.0198], 3000)
-    np.testing.assert_allclose(theory.measured_rate(g.steps, g.excess_loss), theory.gd_rate(p, [0.005, 0.0198]) ** 2, rtol=1e-3)
+    np.testing.assert_allclose(
+        theory.measured_rate(g.steps, g.excess_loss), theory.gd_rate(p, [0.005, 0.0198]) ** 2, rtol=1e-3
+    )
 
 
 def test_compiled_steps_equal_eager_steps():

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bnlab.experiments.base import Claim, Experiment, RunContext, get
-from bnlab.ols.dynamics import resolve_device
+from bnlab.device import resolve_device
 from bnlab.sweep import Executor, LocalExecutor, ResultStore, RunStore
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bnlab.device import resolve_device
 from bnlab.errors import BnlabError
 from bnlab.ols.problem import Normalisation, Problem, initial_weights
 
@@ -28,14 +29,6 @@ from bnlab.ols.problem import Normalisation, Problem, initial_weights
 GD_BLOWUP = 1e100
 BNGD_A_BOUND = 1e100
 BNGD_WHW_BOUND = 1e250
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/"cpu" -> CPU; "cuda" -> the GPU, with a clear error where there is none."""
-    dev = torch.device(device or "cpu")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BnlabError("device 'cuda' requested but no CUDA GPU is available")
-    return dev
 
 
 @dataclass
