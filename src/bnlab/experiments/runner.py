@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments.base import Claim, Experiment, RunContext, get
 from bnlab.device import resolve_device
+from bnlab.experiments.base import Claim, Experiment, RunContext, get
 from bnlab.sweep import Executor, LocalExecutor, ResultStore, RunStore
 
 
