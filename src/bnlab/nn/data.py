@@ -120,21 +120,21 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, n_train: int 
     """
     key = name.lower().replace("-", "_")
     folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    if key == "mnist1d":
-        ds = mnist1d(**options)
-    elif key == "digits":
-        ds = digits(**options)
-    elif key == "teacher":
-        ds = teacher(**options)
-    elif key in ("mnist", "fashion_mnist"):
-        ds = _idx_dataset(key, folder / key)
+    embedded = {"mnist1d": mnist1d, "digits": digits, "teacher": teacher}
+    if key in embedded:
+        try:
+            ds = embedded[key](**options)
+        except TypeError as exc:  # an unknown keyword: say which, in one line
+            raise BnlabError(f"bad option for dataset {key!r}: {exc}") from None
+    elif key not in DATASETS:
+        raise BnlabError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    elif options:
+        raise BnlabError(f"dataset {key!r} takes no options, got {sorted(options)}")
     elif key == "cifar10":
         xtr, ytr, xte, yte = read_cifar10(folder / "cifar10")
         ds = _make(key, xtr / 255.0, ytr, xte / 255.0, yte, 10)
     else:
-        raise BnlabError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    if key not in ("mnist1d", "digits", "teacher") and options:
-        raise BnlabError(f"dataset {key!r} takes no options, got {sorted(options)}")
+        ds = _idx_dataset(key, folder / key)
     for label, n in (("n_train", n_train), ("n_test", n_test)):
         if n is not None and n < 1:
             raise BnlabError(f"{label} must be positive, got {n}")
