@@ -1,0 +1,203 @@
+"""Shared machinery of the neural-network sweeps (SPEC section 4): config, one chunk of training, windows, figures.
+
+A chunk is one batched ``bnlab.nn.train`` call: every network of one architecture (with or without BN, one
+width) and one repeat ``seed`` (which sets both the initial weights and the batch order, as the paper's repeats
+do), over the whole learning-rate grid times the swept values. The chunk's table is the training history with
+each network's hyperparameters attached; ``final`` rows are those at ``step == steps``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import Field, field_validator, model_validator
+
+from bnlab.experiments.base import ExperimentConfig, RunContext
+from bnlab.experiments.plotting import new_figure, save
+from bnlab.nn import DATASETS, ModelSpec, NetConfig, load_dataset, lr_window_decades, train
+from bnlab.sweep import run_chunks
+
+ROW = "Neural networks"
+# A diverged network failed: for the windows its accuracy counts as zero.
+DIVERGED_ACCURACY = 0.0
+
+
+class NNSweepConfig(ExperimentConfig):
+    """Common fields of the network sweeps; defaults are the quick profile on embedded MNIST-1D."""
+
+    dataset: str = "mnist1d"
+    data_dir: str | None = None
+    model: Literal["M1", "M2", "M3", "M4", "M5"] = "M5"
+    hidden: int = Field(100, ge=1)
+    lr_min: float = Field(1e-3, gt=0)
+    lr_max: float = Field(1e3, gt=0)
+    num_lr: int = Field(19, ge=2)
+    seeds: int = Field(2, ge=1)
+    steps: int = Field(300, ge=1)
+    batch_size: int = Field(100, ge=1)
+    log_every: int = Field(20, ge=1)
+    n_test: int | None = Field(1000, ge=1)
+    tol: float = Field(0.05, gt=0, lt=1)
+    dtype: Literal["float32", "float64"] = "float32"
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        key = value.lower().replace("-", "_")
+        if key not in DATASETS:
+            raise ValueError(f"unknown dataset {value!r}; choose one of {', '.join(DATASETS)}")
+        return key
+
+    @model_validator(mode="after")
+    def _ordered_rates(self):
+        if self.lr_min >= self.lr_max:
+            raise ValueError("lr_min must be below lr_max")
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        # Where the data files live does not change the result.
+        return {k: v for k, v in super().identity().items() if k != "data_dir"}
+
+    @property
+    def lrs(self) -> np.ndarray:
+        return np.geomspace(self.lr_min, self.lr_max, self.num_lr)
+
+
+@lru_cache(maxsize=4)
+def _dataset(name: str, data_dir: str | None, n_test: int | None):
+    return load_dataset(name, data_dir, n_test=None if n_test is None else max(n_test, 1))
+
+
+def train_chunk(spec: Mapping[str, Any]) -> pd.DataFrame:
+    """Train one chunk: ``spec`` holds the config dump, ``bn``, ``seed``, ``hidden`` and ``variants`` (a list of
+    NetConfig keyword dicts, each crossed with the learning-rate grid). Module-level so executors can ship it."""
+    cfg = spec["config"]
+    dataset = _dataset(cfg["dataset"], cfg["data_dir"], cfg["n_test"])
+    lrs = np.geomspace(cfg["lr_min"], cfg["lr_max"], cfg["num_lr"])
+    configs = [NetConfig(lr=float(lr), seed=spec["seed"], **v) for v in spec["variants"] for lr in lrs]
+    model = ModelSpec(cfg["model"], bn=spec["bn"], hidden=spec["hidden"])
+    result = train(
+        model,
+        dataset,
+        configs,
+        steps=cfg["steps"],
+        batch_size=cfg["batch_size"],
+        log_every=cfg["log_every"],
+        data_seed=spec["seed"],
+        test_size=cfg["n_test"],
+        device=cfg["device"],
+        dtype=getattr(torch, cfg["dtype"]),
+    )
+    nets = result.networks[["net", "lr", "bn_lr", "seed", "weight_scale", "gamma_init", "optimizer", "diverged_step"]]
+    frame = result.history.merge(nets, on="net")
+    frame["bn"] = spec["bn"]
+    frame["hidden"] = spec["hidden"]
+    return frame
+
+
+def run_sweep(
+    cfg: NNSweepConfig,
+    ctx: RunContext,
+    variants: Sequence[Mapping[str, Any]] = ({},),
+    bn_flags: Sequence[bool] = (False, True),
+    widths: Sequence[int] | None = None,
+    bn_only_variants: bool = False,
+) -> None:
+    """Every (bn, width, seed) chunk through the store (resumable), then the ``history`` and ``final`` tables.
+
+    ``bn_only_variants``: the swept values concern BN parameters, so the no-BN network runs once as a baseline.
+    """
+    chunks = {}
+    for bn in bn_flags:
+        for hidden in widths or [cfg.hidden]:
+            for seed in range(cfg.seeds):
+                chunk_variants = list(variants) if (bn or not bn_only_variants) else [{}]
+                key = f"{'bn' if bn else 'nobn'}-h{hidden}-s{seed}"
+                chunks[key] = {
+                    "config": cfg.model_dump(),
+                    "bn": bn,
+                    "seed": seed,
+                    "hidden": hidden,
+                    "variants": chunk_variants,
+                }
+    history = run_chunks(ctx.store, chunks, train_chunk, ctx.executor, ctx.progress, label=ctx.store.path.parent.name)
+    ctx.store.write_table("history", history)
+    ctx.store.write_table("final", history[history.step == cfg.steps].reset_index(drop=True))
+
+
+def accuracy_curves(final: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Mean final test accuracy over seeds per (``by``..., lr), diverged networks counted as failed (0)."""
+    acc = final.test_acc.where(~final.diverged, DIVERGED_ACCURACY).fillna(DIVERGED_ACCURACY)
+    frame = final.assign(score=acc)
+    grouped = frame.groupby([*by, "lr"], sort=True)
+    return grouped.agg(score=("score", "mean"), diverged=("diverged", "mean")).reset_index()
+
+
+def windows(final: pd.DataFrame, by: Sequence[str], tols: Sequence[float] = (0.01, 0.05)) -> pd.DataFrame:
+    """Width in decades of the learning-rate range whose mean test accuracy is within ``tol`` (absolute) of the
+    best, per group ``by``; plus the best accuracy and the learning rate that reached it."""
+    curves = accuracy_curves(final, by)
+    rows = []
+    for key, group in curves.groupby(list(by), sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(by, key, strict=True))
+        row["best_acc"] = float(group.score.max())
+        row["best_lr"] = float(group.lr.iloc[int(np.argmax(group.score.to_numpy()))])
+        row["diverged_frac"] = float(group.diverged.mean())
+        for tol in tols:
+            row[f"window_{tol:g}"] = lr_window_decades(group.lr.to_numpy(), group.score.to_numpy(), tol)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_curves(
+    final: pd.DataFrame, folder: Path, name: str, title: str, hue: str | None = None, hue_label: str = ""
+) -> list[Path]:
+    """Final test accuracy vs learning rate: one line per (bn, hue), median over seeds with a min-max band;
+    solid with BN, dashed without."""
+    fig, axes = new_figure(ncols=2)
+    frame = final.assign(acc=final.test_acc.where(~final.diverged, np.nan), loss=final.test_loss)
+    hues = sorted(frame[hue].unique()) if hue else [None]
+    cmap = plt_colours(len(hues))
+    for ax, metric, label in ((axes[0], "acc", "test accuracy"), (axes[1], "loss", "test loss")):
+        for bn in (False, True):
+            for colour, value in zip(cmap, hues, strict=True):
+                sel = frame[(frame.bn == bn) & ((frame[hue] == value) if hue else True)]
+                if sel.empty:
+                    continue
+                grouped = sel.groupby("lr")[metric]
+                xs = np.asarray(grouped.median().index, dtype=float)
+                tag = ("BN" if bn else "no BN") + (
+                    f", {hue_label}={value:g}" if hue and _numeric(value) else (f", {value}" if hue else "")
+                )
+                ax.plot(
+                    xs, grouped.median(), color=colour, ls="-" if bn else "--", marker="o", ms=2.5, lw=1.4, label=tag
+                )
+                ax.fill_between(xs, grouped.min(), grouped.max(), color=colour, alpha=0.15, lw=0)
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel(f"final {label}")
+        if metric == "loss":
+            ax.set_yscale("log")
+    axes[0].set_title(title)
+    axes[0].legend(fontsize=7, ncol=1 if len(hues) < 4 else 2)
+    axes[1].set_title("diverged networks are left out (gaps)")
+    return save(fig, folder, name)
+
+
+def _numeric(value) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating)
+
+
+def plt_colours(n: int) -> list:
+    from matplotlib import colormaps
+
+    if n == 1:
+        return ["#1b9e77"]
+    return [colormaps["viridis"](x) for x in np.linspace(0.05, 0.85, n)]

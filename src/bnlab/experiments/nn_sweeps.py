@@ -1,0 +1,389 @@
+"""The neural-network experiments (SPEC section 4): learning-rate sweeps with and without BN, and the sweeps
+beyond the plain learning rate (BN-parameter rate, weight scale, width, gamma initialisation, SGD vs Adam).
+
+Every network of a sweep sees the same mini-batches; one repeat (seed) fixes both the initial weights and the
+batch order. The quick profiles run on embedded MNIST-1D; the paper profiles use the paper's grids (40 rates over
+logspace(-3, 3), 5 repeats, 600 steps) and its MNIST networks (``bnlab data fetch mnist`` first; any dataset can be
+chosen with ``--set dataset=...``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from bnlab.experiments.base import Claim, Experiment, RunContext, Tables, register
+from bnlab.experiments.nn_common import (
+    ROW,
+    NNSweepConfig,
+    accuracy_curves,
+    plot_curves,
+    plt_colours,
+    run_sweep,
+    windows,
+)
+from bnlab.experiments.plotting import new_figure, save
+
+
+def wider(a: float, b: float) -> bool:
+    """``a > b`` for window widths, which are multiples of the grid step: equal widths are not 'wider'."""
+    return bool(a > b + 1e-9)
+
+
+PAPER = {"num_lr": 40, "seeds": 5, "steps": 600, "log_every": 10, "dataset": "mnist", "n_test": 1000}
+
+
+def _window_text(table: pd.DataFrame, label_cols: list[str]) -> str:
+    parts = []
+    for _, row in table.iterrows():
+        label = ", ".join(f"{c}={row[c]}" for c in label_cols)
+        parts.append(f"{label}: {row['window_0.05']:.2f} dec (best acc {row.best_acc:.3f})")
+    return "; ".join(parts)
+
+
+def _bn_vs_plain_claims(cfg: NNSweepConfig, table: pd.DataFrame, context: str) -> list[Claim]:
+    bn, plain = table[table.bn].iloc[0], table[~table.bn].iloc[0]
+    tol = cfg.tol
+    return [
+        Claim(
+            f"BN keeps accuracy near its best over a wider range of learning rates ({context})",
+            f"decades of lr within {tol:g} test accuracy of the best: BN vs no BN",
+            float(plain[f"window_{tol:g}"]),
+            float(bn[f"window_{tol:g}"]),
+            wider(bn[f"window_{tol:g}"], plain[f"window_{tol:g}"]),
+            f"BN {bn[f'window_{tol:g}']:.2f} vs no BN {plain[f'window_{tol:g}']:.2f} decades "
+            f"(within 0.01: {bn['window_0.01']:.2f} vs {plain['window_0.01']:.2f}); best accuracy "
+            f"{bn.best_acc:.3f} vs {plain.best_acc:.3f}; 'predicted' holds the no-BN window",
+        )
+    ]
+
+
+# -- the plain learning-rate sweep ------------------------------------------------------------------------
+class LRSweepConfig(NNSweepConfig):
+    pass
+
+
+def run_lr(cfg: LRSweepConfig, ctx: RunContext) -> None:
+    run_sweep(cfg, ctx)
+
+
+def summarise_lr(cfg: LRSweepConfig, tables: Tables) -> list[Claim]:
+    final = tables["final"]
+    table = windows(final, ["bn"])
+    claims = _bn_vs_plain_claims(cfg, table, f"{cfg.model} on {cfg.dataset}")
+    top = final[final.lr >= cfg.lr_max / 100]  # the top two decades of the grid
+    frac = top.groupby("bn").diverged.mean()
+    claims.append(
+        Claim(
+            "At very large learning rates the plain network diverges while the BN network keeps training",
+            f"fraction of networks diverged for lr >= {cfg.lr_max / 100:g}: BN vs no BN",
+            float(frac.get(False, np.nan)),
+            float(frac.get(True, np.nan)),
+            bool(frac.get(True, 1.0) < frac.get(False, 0.0)),
+            f"BN {frac.get(True, np.nan):.0%} vs no BN {frac.get(False, np.nan):.0%} diverged; "
+            "'predicted' holds the no-BN fraction",
+        )
+    )
+    return claims
+
+
+def plot_lr(cfg: LRSweepConfig, tables: Tables, folder: Path) -> list[Path]:
+    return plot_curves(tables["final"], folder, "nn_lr", f"{cfg.model} (h={cfg.hidden}) on {cfg.dataset}")
+
+
+# -- a separate learning rate for the BN parameters (the analogue of eps_a) -----------------------------
+class BNLRConfig(NNSweepConfig):
+    bn_lrs: list[float] = Field(default_factory=lambda: [10.0, 1.0, 0.1, 0.01, 0.001], min_length=1)
+
+
+def run_bn_lr(cfg: BNLRConfig, ctx: RunContext) -> None:
+    run_sweep(cfg, ctx, variants=[{"bn_lr": v} for v in cfg.bn_lrs], bn_only_variants=True)
+
+
+def summarise_bn_lr(cfg: BNLRConfig, tables: Tables) -> list[Claim]:
+    final = tables["final"].copy()
+    final["bn_lr_value"] = np.where(final.bn, final.bn_lr, np.nan)
+    bn = windows(final[final.bn], ["bn_lr_value"])
+    plain = windows(final[~final.bn], ["bn"]).iloc[0]
+    key = f"window_{cfg.tol:g}"
+    moderate = bn[bn.bn_lr_value <= 1.0]
+    best_moderate = float(moderate[key].max()) if len(moderate) else float("nan")
+    return [
+        Claim(
+            "With a moderate BN-parameter rate (<= 1, like eps_a <= 1) BN is robust to the weight learning rate",
+            f"widest decades within {cfg.tol:g} over bn_lr <= 1 vs no BN",
+            float(plain[key]),
+            best_moderate,
+            wider(best_moderate, plain[key]),
+            _window_text(bn, ["bn_lr_value"]) + f"; no BN: {plain[key]:.2f} dec",
+        )
+    ]
+
+
+def plot_bn_lr(cfg: BNLRConfig, tables: Tables, folder: Path) -> list[Path]:
+    return plot_curves(
+        tables["final"], folder, "nn_bn_lr", "BN-parameter learning rate", hue="bn_lr", hue_label="bn_lr"
+    )
+
+
+# -- weight scale at initialisation: the scaling law ----------------------------------------------------
+class WeightScaleConfig(NNSweepConfig):
+    scales: list[float] = Field(default_factory=lambda: [0.1, 1.0, 10.0], min_length=2)
+    # gamma and beta keep one fixed rate so that only the weights' rate moves along the grid: the scaling law
+    # (eps, w0) ~ (gamma^2 eps, gamma w0) concerns the scale-invariant weights feeding BN, not BN's own parameters.
+    bn_lr: float = Field(0.1, gt=0)
+    lr_min: float = Field(1e-4, gt=0)
+    lr_max: float = Field(1e4, gt=0)
+    num_lr: int = Field(17, ge=2)
+
+
+def run_weight_scale(cfg: WeightScaleConfig, ctx: RunContext) -> None:
+    run_sweep(cfg, ctx, variants=[{"weight_scale": s, "bn_lr": cfg.bn_lr} for s in cfg.scales])
+
+
+def curve_shift_decades(curves: pd.DataFrame, reference: float, other: float) -> float:
+    """The shift (in decades of lr) that best aligns the accuracy curve of weight scale ``other`` with that of
+    ``reference``: argmin over grid shifts of the mean squared difference on the overlap."""
+    a = curves[curves.weight_scale == reference].sort_values("lr")
+    b = curves[curves.weight_scale == other].sort_values("lr")
+    log_lr = np.log10(a.lr.to_numpy())
+    step = float(np.median(np.diff(log_lr)))
+    ya, yb = a.score.to_numpy(), b.score.to_numpy()
+    n = len(ya)
+    best, best_err = 0, np.inf
+    for k in range(-(n // 2), n // 2 + 1):  # b(lr) = a(lr / 10^(k step)): b shifted right by k grid points
+        lo, hi = max(0, k), min(n, n + k)
+        if hi - lo < n // 3:
+            continue
+        err = float(np.mean((yb[lo:hi] - ya[lo - k : hi - k]) ** 2))
+        if err < best_err - 1e-12:
+            best, best_err = k, err
+    return best * step
+
+
+def summarise_weight_scale(cfg: WeightScaleConfig, tables: Tables) -> list[Claim]:
+    final = tables["final"]
+    step = float(np.log10(cfg.lr_max / cfg.lr_min) / (cfg.num_lr - 1))
+    claims = []
+    for bn in (True, False):
+        curves = accuracy_curves(final[final.bn == bn], ["weight_scale"])
+        for scale in cfg.scales:
+            if scale == 1.0:
+                continue
+            predicted = 2 * np.log10(scale)  # (eps, w0) ~ (gamma^2 eps, gamma w0)
+            measured = curve_shift_decades(curves, 1.0, scale)
+            close = abs(measured - predicted) <= step + 1e-9
+            claims.append(
+                Claim(
+                    f"{'BN' if bn else 'No BN'}: weights scaled by {scale:g} shift the curve by "
+                    f"{'the square' if bn else 'no scaling law'}",
+                    "shift of the accuracy-vs-lr curve (decades)",
+                    float(predicted),
+                    float(measured),
+                    bool(close) if bn else bool(not close),
+                    f"grid step {step:.2f} decades; the scaling law predicts {predicted:+.1f} decades "
+                    + ("for BN networks" if bn else "only with BN: without BN the shift should differ"),
+                )
+            )
+    return claims
+
+
+def plot_weight_scale(cfg: WeightScaleConfig, tables: Tables, folder: Path) -> list[Path]:
+    """Accuracy vs lr per weight scale, BN and no BN; dotted: the BN scale-1 curve moved by the predicted
+    2 log10(scale) decades, where the scaling law says each BN curve should lie."""
+    final = tables["final"]
+    curves = accuracy_curves(final, ["bn", "weight_scale"])
+    fig, axes = new_figure(ncols=2)
+    colours = plt_colours(len(cfg.scales))
+    for ax, bn in zip(axes, (True, False), strict=True):
+        base = curves[(curves.bn == bn) & (curves.weight_scale == 1.0)]
+        for colour, scale in zip(colours, sorted(cfg.scales), strict=True):
+            sel = curves[(curves.bn == bn) & (curves.weight_scale == scale)]
+            ax.plot(sel.lr, sel.score, color=colour, marker="o", ms=2.5, lw=1.5, label=f"scale {scale:g}")
+            if bn and scale != 1.0 and len(base):
+                ax.plot(base.lr * scale**2, base.score, color=colour, ls=":", lw=1.2)
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate of the weights")
+        ax.set_ylabel("final test accuracy (mean over seeds)")
+        ax.set_title("with BN (dotted: scale-1 curve moved by scale^2)" if bn else "without BN")
+        ax.legend(fontsize=7)
+    return save(fig, folder, "nn_weight_scale")
+
+
+# -- width as the analogue of dimension -------------------------------------------------------------------
+class WidthConfig(NNSweepConfig):
+    widths: list[int] = Field(default_factory=lambda: [10, 100, 1000], min_length=2)
+
+
+def run_width(cfg: WidthConfig, ctx: RunContext) -> None:
+    run_sweep(cfg, ctx, widths=cfg.widths)
+
+
+def summarise_width(cfg: WidthConfig, tables: Tables) -> list[Claim]:
+    table = windows(tables["final"], ["bn", "hidden"])
+    key = f"window_{cfg.tol:g}"
+    bn = table[table.bn].set_index("hidden")[key]
+    plain = table[~table.bn].set_index("hidden")[key]
+    lo, hi = min(cfg.widths), max(cfg.widths)
+    return [
+        Claim(
+            "BN's learning-rate window widens with the width (the analogue of 'the higher the dimension the better')",
+            f"BN window (decades within {cfg.tol:g}) at h={hi} vs h={lo}",
+            float(bn[lo]),
+            float(bn[hi]),
+            wider(bn[hi], bn[lo]),
+            "BN: "
+            + ", ".join(f"h={h}: {bn[h]:.2f}" for h in bn.index)
+            + "; no BN: "
+            + ", ".join(f"h={h}: {plain[h]:.2f}" for h in plain.index),
+        ),
+        Claim(
+            "At every width BN's window is wider than the plain network's",
+            "smallest (BN window - no-BN window) over widths, decades",
+            0.0,
+            float((bn - plain).min()),
+            all(wider(bn[h], plain[h]) for h in bn.index),
+            ", ".join(f"h={h}: {bn[h]:.2f} vs {plain[h]:.2f}" for h in bn.index),
+        ),
+    ]
+
+
+def plot_width(cfg: WidthConfig, tables: Tables, folder: Path) -> list[Path]:
+    return plot_curves(tables["final"], folder, "nn_width", "width of the hidden layer", hue="hidden", hue_label="h")
+
+
+# -- gamma initialisation -----------------------------------------------------------------------------------
+class GammaInitConfig(NNSweepConfig):
+    gamma_inits: list[float] = Field(default_factory=lambda: [1e-8, 1e-4, 1.0], min_length=1)
+
+
+def run_gamma_init(cfg: GammaInitConfig, ctx: RunContext) -> None:
+    run_sweep(cfg, ctx, variants=[{"gamma_init": g} for g in cfg.gamma_inits], bn_only_variants=True)
+
+
+def summarise_gamma_init(cfg: GammaInitConfig, tables: Tables) -> list[Claim]:
+    final = tables["final"]
+    bn = windows(final[final.bn], ["gamma_init"])
+    plain = windows(final[~final.bn], ["bn"]).iloc[0]
+    key = f"window_{cfg.tol:g}"
+    worst = float(bn[key].min())
+    return [
+        Claim(
+            "BN stays more robust to the learning rate than the plain network whatever gamma's initial scale",
+            f"narrowest BN window over gamma inits vs no-BN window (decades within {cfg.tol:g})",
+            float(plain[key]),
+            worst,
+            wider(worst, plain[key]),
+            _window_text(bn, ["gamma_init"]) + f"; no BN: {plain[key]:.2f} dec",
+        )
+    ]
+
+
+def plot_gamma_init(cfg: GammaInitConfig, tables: Tables, folder: Path) -> list[Path]:
+    return plot_curves(
+        tables["final"], folder, "nn_gamma_init", "gamma initialisation", hue="gamma_init", hue_label="gamma0"
+    )
+
+
+# -- SGD vs Adam ----------------------------------------------------------------------------------------------
+class OptimizerConfig(NNSweepConfig):
+    lr_min: float = Field(1e-5, gt=0)
+    lr_max: float = Field(1e3, gt=0)
+    num_lr: int = Field(17, ge=2)
+
+
+def run_optimizer(cfg: OptimizerConfig, ctx: RunContext) -> None:
+    run_sweep(cfg, ctx, variants=[{"optimizer": "sgd"}, {"optimizer": "adam"}])
+
+
+def summarise_optimizer(cfg: OptimizerConfig, tables: Tables) -> list[Claim]:
+    table = windows(tables["final"], ["optimizer", "bn"])
+    claims = []
+    for opt in ("sgd", "adam"):
+        claims += _bn_vs_plain_claims(cfg, table[table.optimizer == opt], f"{opt.upper()}")
+    return claims
+
+
+def plot_optimizer(cfg: OptimizerConfig, tables: Tables, folder: Path) -> list[Path]:
+    return plot_curves(tables["final"], folder, "nn_optimizer", "SGD vs Adam", hue="optimizer")
+
+
+def _register(name, purpose, facts, config, run, summarise, plot, paper=None) -> None:
+    register(
+        Experiment(
+            name=name,
+            purpose=purpose,
+            row=ROW,
+            facts=facts,
+            config=config,
+            run=run,
+            summarise=summarise,
+            plot=plot,
+            profiles={"quick": {}, "paper": {**PAPER, **(paper or {})}},
+        )
+    )
+
+
+_register(
+    "nn-lr",
+    "Final accuracy vs learning rate, with and without BN (M5 on MNIST-1D; M1 on MNIST in paper)",
+    ("N1",),
+    LRSweepConfig,
+    run_lr,
+    summarise_lr,
+    plot_lr,
+    {"model": "M1"},
+)
+_register(
+    "nn-bn-lr",
+    "A separate learning rate for BN's gamma and beta, the analogue of eps_a",
+    ("N2", "F9"),
+    BNLRConfig,
+    run_bn_lr,
+    summarise_bn_lr,
+    plot_bn_lr,
+    {"model": "M2"},
+)
+_register(
+    "nn-weight-scale",
+    "Initial weights scaled: BN curves shift by the square (scaling law), plain ones do not",
+    ("N3", "F4"),
+    WeightScaleConfig,
+    run_weight_scale,
+    summarise_weight_scale,
+    plot_weight_scale,
+    {"model": "M2", "num_lr": 41, "scales": [0.01, 0.1, 1.0, 10.0]},
+)
+_register(
+    "nn-width",
+    "Hidden width h in {10, 100, 1000} as the analogue of dimension",
+    ("N4", "F8"),
+    WidthConfig,
+    run_width,
+    summarise_width,
+    plot_width,
+    {"model": "M5"},
+)
+_register(
+    "nn-gamma-init",
+    "BN's gamma initialised over logspace(-8, 0): robustness to the learning rate",
+    ("N5",),
+    GammaInitConfig,
+    run_gamma_init,
+    summarise_gamma_init,
+    plot_gamma_init,
+    {"model": "M2", "gamma_inits": [1e-8, 1e-6, 1e-4, 1e-2, 1.0]},
+)
+_register(
+    "nn-optimizer",
+    "SGD vs Adam, with and without BN",
+    ("N6",),
+    OptimizerConfig,
+    run_optimizer,
+    summarise_optimizer,
+    plot_optimizer,
+    {"model": "M2", "lr_min": 1e-5, "lr_max": 1e3, "num_lr": 40},
+)
