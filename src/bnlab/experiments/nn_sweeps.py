@@ -103,22 +103,25 @@ def run_bn_lr(cfg: BNLRConfig, ctx: RunContext) -> None:
     run_sweep(cfg, ctx, variants=[{"bn_lr": v} for v in cfg.bn_lrs], bn_only_variants=True)
 
 
-def summarise_bn_lr(cfg: BNLRConfig, tables: Tables) -> list[Claim]:
-    final = tables["final"].copy()
-    final["bn_lr_value"] = np.where(final.bn, final.bn_lr, np.nan)
-    bn = windows(final[final.bn], ["bn_lr_value"])
-    plain = windows(final[~final.bn], ["bn"]).iloc[0]
+def _variant_windows(cfg: NNSweepConfig, final: pd.DataFrame, column: str) -> tuple[pd.DataFrame, float, str]:
+    """BN windows per value of the swept ``column``, and the no-BN baseline's window (at ``cfg.tol``)."""
     key = f"window_{cfg.tol:g}"
-    moderate = bn[bn.bn_lr_value <= 1.0]
+    plain = windows(final[~final.bn], ["bn"]).iloc[0]
+    return windows(final[final.bn], [column]), float(plain[key]), key
+
+
+def summarise_bn_lr(cfg: BNLRConfig, tables: Tables) -> list[Claim]:
+    bn, plain, key = _variant_windows(cfg, tables["final"], "bn_lr")
+    moderate = bn[bn.bn_lr <= 1.0]
     best_moderate = float(moderate[key].max()) if len(moderate) else float("nan")
     return [
         Claim(
             "With a moderate BN-parameter rate (<= 1, like eps_a <= 1) BN is robust to the weight learning rate",
             f"widest decades within {cfg.tol:g} over bn_lr <= 1 vs no BN",
-            float(plain[key]),
+            plain,
             best_moderate,
-            wider(best_moderate, plain[key]),
-            _window_text(bn, ["bn_lr_value"]) + f"; no BN: {plain[key]:.2f} dec",
+            wider(best_moderate, plain),
+            _window_text(bn, ["bn_lr"]) + f"; no BN: {plain:.2f} dec",
         )
     ]
 
@@ -265,19 +268,16 @@ def run_gamma_init(cfg: GammaInitConfig, ctx: RunContext) -> None:
 
 
 def summarise_gamma_init(cfg: GammaInitConfig, tables: Tables) -> list[Claim]:
-    final = tables["final"]
-    bn = windows(final[final.bn], ["gamma_init"])
-    plain = windows(final[~final.bn], ["bn"]).iloc[0]
-    key = f"window_{cfg.tol:g}"
+    bn, plain, key = _variant_windows(cfg, tables["final"], "gamma_init")
     worst = float(bn[key].min())
     return [
         Claim(
             "BN stays more robust to the learning rate than the plain network whatever gamma's initial scale",
             f"narrowest BN window over gamma inits vs no-BN window (decades within {cfg.tol:g})",
-            float(plain[key]),
+            plain,
             worst,
-            wider(worst, plain[key]),
-            _window_text(bn, ["gamma_init"]) + f"; no BN: {plain[key]:.2f} dec",
+            wider(worst, plain),
+            _window_text(bn, ["gamma_init"]) + f"; no BN: {plain:.2f} dec",
         )
     ]
 
