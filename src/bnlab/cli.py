@@ -129,6 +129,69 @@ def _load_problem(path: Path):
     return Problem.from_moments(data["H"], data["g"], float(data["c"]) if "c" in data else None)
 
 
+@cli.command()
+@click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
+@click.option("--only", "only", multiple=True, metavar="NAME", help="Run only this experiment (repeatable).")
+@click.option("--device", default=None, help="cpu (default) or cuda.")
+@click.option("--out", default=DEFAULT_OUT, show_default=True, type=click.Path(file_okay=False))
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--ray-address", default=None, help="Address of an existing Ray cluster.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def reproduce(profile, only, device, out, executor, ray_address, no_progress) -> None:
+    """Run every experiment (or --only some) and write OUT/report.html and OUT/summary.json.
+
+    Exits 0 whether or not every claim holds: a claim that does not hold is a measurement, listed at the end.
+    """
+    from bnlab.experiments import REGISTRY, get, run_experiment
+    from bnlab.report import build_report
+    from bnlab.sweep import make_executor
+
+    names = list(dict.fromkeys(only)) if only else list(REGISTRY)
+    for name in names:
+        get(name)  # an unknown name fails before anything runs
+    runner = make_executor(executor, ray_address)
+    outcomes = []
+    for name in names:
+        console.print(f"[bold]{name}[/] ({profile})")
+        outcome = run_experiment(name, out, profile=profile, device=device, executor=runner, progress=not no_progress)
+        console.print(f"  {'reused' if outcome.reused else 'computed'}: {outcome.store.path}")
+        outcomes.append(outcome)
+    html_path, json_path = build_report(out, outcomes, profile)
+    _print_verdicts(outcomes)
+    console.print(f"report: {html_path}\nsummary: {json_path}")
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False, exists=True))
+def report(out) -> None:
+    """Rebuild OUT/report.html and OUT/summary.json from stored results (nothing is recomputed)."""
+    from bnlab.report import rebuild_report
+
+    outcomes, html_path, json_path = rebuild_report(out)
+    _print_verdicts(outcomes)
+    console.print(f"report: {html_path}\nsummary: {json_path}")
+
+
+def _print_verdicts(outcomes) -> None:
+    """The paper's summary table with a verdict per row, then every claim that does not hold."""
+    from bnlab.report import row_verdicts
+
+    table = Table("claim", "GD", "BNGD", "verdict", title="Verdicts (paper's summary table)")
+    for row in row_verdicts(outcomes):
+        verdict = "[green]reproduced[/]" if row["reproduced"] else "[red]not reproduced[/]"
+        table.add_row(row["row"], row["gd"], row["bngd"], f"{verdict} ({row['claims_held']}/{row['claims_total']})")
+    console.print(table)
+    failing = [(o.experiment.name, c) for o in outcomes for c in o.claims if not c.holds]
+    if failing:
+        console.print(f"[red bold]{len(failing)} claim(s) do not hold:[/]")
+        for name, c in failing:
+            measured = "-" if c.measured is None else f"{c.measured:.4g}"
+            predicted = "" if c.predicted is None else f", predicted {c.predicted:.4g}"
+            console.print(f"  [red]x[/] {name}: {c.claim} ({c.quantity}: measured {measured}{predicted}; {c.detail})")
+    else:
+        console.print("[green bold]every claim holds[/]")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one line and exit status 2."""
     try:

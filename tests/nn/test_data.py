@@ -62,13 +62,16 @@ def test_env_variable_gives_default_data_dir(tmp_path, monkeypatch):
     assert len(load_dataset("mnist", n_train=7).x_train) == 7
 
 
-@pytest.mark.parametrize(("corrupt", "message"), [
-    ("magic", "bad magic"),
-    ("truncate", "payload"),
-    ("label_range", "out of range"),
-    ("count", "labels for"),
-    ("gzip", "cannot read"),
-])
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        ("magic", "bad magic"),
+        ("truncate", "payload"),
+        ("label_range", "out of range"),
+        ("count", "labels for"),
+        ("gzip", "cannot read"),
+    ],
+)
 def test_corrupt_idx_files_name_the_file(tmp_path, corrupt, message):
     folder, arrays = _mnist_folder(tmp_path, gz=False)
     imgs, labs = arrays["train"]
@@ -106,8 +109,11 @@ def _cifar_folder(root, n=6, seed=0):
     folder.mkdir(parents=True)
     batches = {}
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 b"labels": rng.integers(0, 10, n).tolist(), b"batch_label": name.encode()}
+        batch = {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"labels": rng.integers(0, 10, n).tolist(),
+            b"batch_label": name.encode(),
+        }
         with (folder / name).open("wb") as fh:
             pickle.dump(batch, fh)
         batches[name] = batch
@@ -125,10 +131,16 @@ def test_cifar_pickle_roundtrip(tmp_path):
     np.testing.assert_allclose(ds.x_train.numpy(), (x - mu) / sd, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("corrupt", "message"), [
-    ("unpicklable", "not a readable CIFAR"), ("label_range", "out of range"), ("count", "labels for"),
-    ("shape", "3072"), ("missing", "missing"),
-])
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        ("unpicklable", "not a readable CIFAR"),
+        ("label_range", "out of range"),
+        ("count", "labels for"),
+        ("shape", "3072"),
+        ("missing", "missing"),
+    ],
+)
 def test_corrupt_cifar_batches_name_the_file(tmp_path, corrupt, message):
     folder, batches = _cifar_folder(tmp_path)
     path = folder / "data_batch_3"

@@ -40,11 +40,23 @@ def _torch_optimizer(ref: torch.nn.Module, cfg: NetConfig) -> torch.optim.Optimi
 
 def _run_both(spec: ModelSpec, data: Dataset, configs: list[NetConfig], dtype: torch.dtype):
     """Train the batched net and, one at a time, its torch.nn twins; return both loss curves and eval outputs."""
-    refs = [reference_module(spec, data.input_shape, data.num_classes, c.seed, c.weight_scale, c.gamma_init)
-            .to(dtype) for c in configs]
+    refs = [
+        reference_module(spec, data.input_shape, data.num_classes, c.seed, c.weight_scale, c.gamma_init).to(dtype)
+        for c in configs
+    ]
     net = BatchedNet.from_modules(spec, data.input_shape, data.num_classes, copy.deepcopy(refs))
-    res = train(spec, data, configs, steps=STEPS, batch_size=BATCH, log_every=1, test_size=None, model=net,
-                dtype=dtype, data_seed=7)
+    res = train(
+        spec,
+        data,
+        configs,
+        steps=STEPS,
+        batch_size=BATCH,
+        log_every=1,
+        test_size=None,
+        model=net,
+        dtype=dtype,
+        data_seed=7,
+    )
     batched = torch.tensor(res.history.pivot(index="step", columns="net", values="train_loss").to_numpy())
     d = data.to("cpu", dtype)
     sched = batch_schedule(len(d.x_train), BATCH, STEPS + 1, 7)
@@ -66,10 +78,17 @@ def _run_both(spec: ModelSpec, data: Dataset, configs: list[NetConfig], dtype: t
 
 
 CASES = [
-    ("M2", False, (20,)), ("M2", True, (20,)), ("M4", False, (20,)), ("M4", True, (20,)),
-    ("M5", False, (20,)), ("M5", True, (20,)),
-    ("M1", False, (1, 8, 8)), ("M1", True, (1, 8, 8)), ("M1", True, (3, 8, 8)),
-    ("M3", False, (1, 8, 8)), ("M3", True, (1, 8, 8)),
+    ("M2", False, (20,)),
+    ("M2", True, (20,)),
+    ("M4", False, (20,)),
+    ("M4", True, (20,)),
+    ("M5", False, (20,)),
+    ("M5", True, (20,)),
+    ("M1", False, (1, 8, 8)),
+    ("M1", True, (1, 8, 8)),
+    ("M1", True, (3, 8, 8)),
+    ("M3", False, (1, 8, 8)),
+    ("M3", True, (1, 8, 8)),
 ]
 
 
@@ -97,8 +116,10 @@ def test_batched_sgd_matches_torch_nn(kind, bn, shape, dtype, rtol):
         horizon = int(faithful.sum())
         assert horizon >= 5
     err = rel[:horizon].max().item()
-    print(f"{kind} bn={bn} {shape} {dtype}: max relative loss error, {horizon} steps {err:.2e}, "
-          f"{STEPS} steps {rel.max().item():.2e}")
+    print(
+        f"{kind} bn={bn} {shape} {dtype}: max relative loss error, {horizon} steps {err:.2e}, "
+        f"{STEPS} steps {rel.max().item():.2e}"
+    )
     assert err < rtol
     if horizon == STEPS:  # eval mode (running statistics) after training gives the same outputs
         scale = max(out_r.abs().max().item(), 1.0)
@@ -111,8 +132,10 @@ def test_bn_learning_rate_and_adam_match_torch_optim(optimizer):
     if optimizer == "sgd":  # separate BN-parameter rate = torch.optim.SGD param groups
         configs = [NetConfig(lr=0.05, bn_lr=b, seed=i) for i, b in enumerate([10.0, 1.0, 0.01, 0.0])]
     else:  # per-network Adam hyperparameters
-        configs = [NetConfig(lr=1e-3, optimizer="adam", seed=0), NetConfig(lr=3e-3, bn_lr=1e-2, optimizer="adam",
-                   beta1=0.8, beta2=0.99, adam_eps=1e-6, seed=1)]
+        configs = [
+            NetConfig(lr=1e-3, optimizer="adam", seed=0),
+            NetConfig(lr=3e-3, bn_lr=1e-2, optimizer="adam", beta1=0.8, beta2=0.99, adam_eps=1e-6, seed=1),
+        ]
     batched, ref, out_b, out_r, _ = _run_both(spec, _data((20,)), configs, torch.float64)
     err = ((batched - ref).abs() / ref.abs()).max().item()
     print(f"{optimizer}: max relative loss error {err:.2e}")

@@ -44,8 +44,7 @@ def test_history_is_tidy_and_chunks_are_reproducible(mnist1d):
     spec = ModelSpec("M2", bn=True)
     configs = [NetConfig(lr=0.1, seed=0), NetConfig(lr=1.0, seed=1)]
     res = train(spec, mnist1d, configs, steps=25, log_every=10)
-    assert list(res.history.columns) == ["net", "step", "train_loss", "train_acc", "test_loss", "test_acc",
-                                         "diverged"]
+    assert list(res.history.columns) == ["net", "step", "train_loss", "train_acc", "test_loss", "test_acc", "diverged"]
     assert sorted(res.history.step.unique()) == [0, 10, 20, 25]
     assert {"lr", "bn_lr", "seed", "diverged", "diverged_step", "final_test_acc"} <= set(res.networks.columns)
     # A chunk holding only the second config reproduces its numbers exactly (same batches, seed-only init).
@@ -86,12 +85,13 @@ def test_bn_widens_the_learning_rate_window_on_mnist1d(mnist1d):
     widths, best = {}, {}
     for bn in (True, False):
         configs = [NetConfig(lr=float(lr), seed=s) for lr in lrs for s in range(2)]
-        res = train(ModelSpec("M5", bn=bn, hidden=100), mnist1d, configs, steps=400, log_every=100,
-                    test_size=None)
+        res = train(ModelSpec("M5", bn=bn, hidden=100), mnist1d, configs, steps=400, log_every=100, test_size=None)
         acc = res.networks.groupby("lr").final_test_acc.mean()  # NaN (diverged) counts as failed
         widths[bn] = lr_window_decades(acc.index.to_numpy(), acc.to_numpy(), tol=0.05)
         best[bn] = acc.max()
-        print(f"BN={bn}: best acc {best[bn]:.3f}, window {widths[bn]:.2f} decades,",
-              " ".join(f"{lr:.3g}:{a:.2f}" for lr, a in acc.items()))
+        print(
+            f"BN={bn}: best acc {best[bn]:.3f}, window {widths[bn]:.2f} decades,",
+            " ".join(f"{lr:.3g}:{a:.2f}" for lr, a in acc.items()),
+        )
     assert widths[True] > widths[False] + 0.5
     assert best[True] > 0.5 and best[False] > 0.5

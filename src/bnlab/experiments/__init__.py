@@ -1,6 +1,16 @@
 """The registered experiments: importing this package registers every one of them."""
 
-from bnlab.experiments import convergence  # noqa: F401  (registers)
+from bnlab.experiments import (  # noqa: F401  (registers)
+    convergence,
+    dimension,
+    effective_step,
+    lr_robustness,
+    nn_sweeps,  # the "Neural networks" row
+    overparam,
+    phase_diagram,
+    rate,
+    scaling_law,
+)
 from bnlab.experiments.base import REGISTRY, Claim, Experiment, ExperimentConfig, RunContext, get, register
 from bnlab.experiments.runner import Outcome, load_outcome, run_experiment
 

@@ -7,7 +7,21 @@ from bnlab.nn.models import KINDS, BatchedNet, ModelSpec, init_batched, referenc
 from bnlab.nn.trainer import NetConfig, TrainResult, batch_schedule, evaluate, network_losses, train
 
 __all__ = [
-    "DATASETS", "KINDS", "BatchedNet", "Dataset", "ModelSpec", "NetConfig", "TrainResult", "batch_schedule",
-    "default_data_dir", "evaluate", "fetch", "init_batched", "load_dataset", "lr_window_decades",
-    "network_losses", "reference_module", "train",
+    "DATASETS",
+    "KINDS",
+    "BatchedNet",
+    "Dataset",
+    "ModelSpec",
+    "NetConfig",
+    "TrainResult",
+    "batch_schedule",
+    "default_data_dir",
+    "evaluate",
+    "fetch",
+    "init_batched",
+    "load_dataset",
+    "lr_window_decades",
+    "network_losses",
+    "reference_module",
+    "train",
 ]

@@ -46,8 +46,13 @@ class Dataset:
         return len(self.input_shape) == 3
 
     def to(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Dataset:
-        return replace(self, x_train=self.x_train.to(device, dtype), x_test=self.x_test.to(device, dtype),
-                       y_train=self.y_train.to(device), y_test=self.y_test.to(device))
+        return replace(
+            self,
+            x_train=self.x_train.to(device, dtype),
+            x_test=self.x_test.to(device, dtype),
+            y_train=self.y_train.to(device),
+            y_test=self.y_test.to(device),
+        )
 
 
 def _standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,8 +60,10 @@ def _standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[torch.Tensor,
     axes = (0, 2, 3) if x_train.ndim == 4 else None
     mu = x_train.mean(axis=axes, keepdims=axes is not None)
     sd = x_train.std(axis=axes, keepdims=axes is not None) + 1e-8
-    return (torch.from_numpy(((x_train - mu) / sd).astype(np.float32)),
-            torch.from_numpy(((x_test - mu) / sd).astype(np.float32)))
+    return (
+        torch.from_numpy(((x_train - mu) / sd).astype(np.float32)),
+        torch.from_numpy(((x_test - mu) / sd).astype(np.float32)),
+    )
 
 
 def _make(name: str, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, k: int) -> Dataset:
@@ -92,8 +99,9 @@ def digits(test_fraction: float = 1 / 6, seed: int = 0) -> Dataset:
     return _make("digits", x[tr], d.target[tr], x[te], d.target[te], 10)
 
 
-def teacher(n_train: int = 4000, n_test: int = 1000, dim: int = 40, num_classes: int = 10, hidden: int = 64,
-            seed: int = 0) -> Dataset:
+def teacher(
+    n_train: int = 4000, n_test: int = 1000, dim: int = 40, num_classes: int = 10, hidden: int = 64, seed: int = 0
+) -> Dataset:
     """Teacher-student data: x ~ N(0, I_dim), y = argmax(W2 relu(W1 x)) with Gaussian W1 (hidden x dim), W2."""
     if min(n_train, n_test, dim, hidden) < 1 or num_classes < 2:
         raise BnlabError("teacher data needs positive sizes and at least 2 classes")
@@ -112,8 +120,9 @@ def _idx_dataset(name: str, folder: Path) -> Dataset:
     return _make(name, xtr[:, None] / 255.0, ytr, xte[:, None] / 255.0, yte, 10)
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None, *, n_train: int | None = None,
-                 n_test: int | None = None, **options) -> Dataset:
+def load_dataset(
+    name: str, data_dir: str | Path | None = None, *, n_train: int | None = None, n_test: int | None = None, **options
+) -> Dataset:
     """Load dataset ``name`` (one of ``DATASETS``); ``n_train``/``n_test`` keep the first examples only.
 
     ``options`` go to the embedded generators (e.g. ``seed``, ``dim`` for ``teacher``).
@@ -138,5 +147,10 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, n_train: int 
     for label, n in (("n_train", n_train), ("n_test", n_test)):
         if n is not None and n < 1:
             raise BnlabError(f"{label} must be positive, got {n}")
-    return replace(ds, x_train=ds.x_train[:n_train], y_train=ds.y_train[:n_train],
-                   x_test=ds.x_test[:n_test], y_test=ds.y_test[:n_test])
+    return replace(
+        ds,
+        x_train=ds.x_train[:n_train],
+        y_train=ds.y_train[:n_train],
+        x_test=ds.x_test[:n_test],
+        y_test=ds.y_test[:n_test],
+    )

@@ -32,7 +32,8 @@ class BatchedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:  # shared input: one GEMM against all N weight matrices stacked row-wise
             return F.linear(x, self.weight.reshape(-1, self.d_in), self.bias.reshape(-1)).view(
-                x.shape[0], self.n, self.d_out)
+                x.shape[0], self.n, self.d_out
+            )
         y = torch.baddbmm(self.bias.unsqueeze(1), x.transpose(0, 1), self.weight.transpose(1, 2))
         return y.transpose(0, 1)
 
@@ -69,8 +70,16 @@ class BatchedBatchNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(x.shape[0], -1, *x.shape[3:]) if x.dim() == 3 else x  # (B, N, F) -> (B, N*F)
-        y = F.batch_norm(flat, self.running_mean.view(-1), self.running_var.view(-1), self.weight.reshape(-1),
-                         self.bias.reshape(-1), self.training, self.momentum, self.eps)
+        y = F.batch_norm(
+            flat,
+            self.running_mean.view(-1),
+            self.running_var.view(-1),
+            self.weight.reshape(-1),
+            self.bias.reshape(-1),
+            self.training,
+            self.momentum,
+            self.eps,
+        )
         return y.view(x.shape)
 
 

@@ -9,8 +9,13 @@ import numpy as np
 from bnlab.errors import BnlabError
 
 
-def lr_window_decades(lrs: Sequence[float], scores: Sequence[float], tol: float = 0.05,
-                      relative: bool = False, higher_is_better: bool = True) -> float:
+def lr_window_decades(
+    lrs: Sequence[float],
+    scores: Sequence[float],
+    tol: float = 0.05,
+    relative: bool = False,
+    higher_is_better: bool = True,
+) -> float:
     """Width in decades, log10(lr_max / lr_min), of the learning rates whose score is within ``tol`` of the best.
 
     Within means score >= best - tol (absolute, default) or score >= best (1 - tol) (``relative``); reversed

@@ -94,8 +94,14 @@ def architecture(spec: ModelSpec, input_shape: Sequence[int], num_classes: int) 
     return ops
 
 
-def reference_module(spec: ModelSpec, input_shape: Sequence[int], num_classes: int, seed: int = 0,
-                     weight_scale: float = 1.0, gamma_init: float = 1.0) -> nn.Sequential:
+def reference_module(
+    spec: ModelSpec,
+    input_shape: Sequence[int],
+    num_classes: int,
+    seed: int = 0,
+    weight_scale: float = 1.0,
+    gamma_init: float = 1.0,
+) -> nn.Sequential:
     """One torch.nn network, initialised from ``seed``: torch's default U(+-1/sqrt(fan_in)) for weights and biases
     (drawn in float32, layer by layer), weights then multiplied by ``weight_scale``, BN gamma = ``gamma_init``."""
     gen = torch.Generator().manual_seed(int(seed))
@@ -165,8 +171,9 @@ class BatchedNet(nn.Module):
         return [p for p in self.parameters() if id(p) not in bn]
 
     @classmethod
-    def from_modules(cls, spec: ModelSpec, input_shape: Sequence[int], num_classes: int,
-                     modules: Sequence[nn.Sequential]) -> BatchedNet:
+    def from_modules(
+        cls, spec: ModelSpec, input_shape: Sequence[int], num_classes: int, modules: Sequence[nn.Sequential]
+    ) -> BatchedNet:
         """Stack N reference networks (as built by ``reference_module``) into one batched net, same dtype/device."""
         ref = modules[0]
         net = cls(spec, input_shape, num_classes, len(modules))
@@ -195,9 +202,16 @@ class BatchedNet(nn.Module):
         return out
 
 
-def init_batched(spec: ModelSpec, input_shape: Sequence[int], num_classes: int, seeds: Sequence[int],
-                 weight_scales: Sequence[float] | None = None, gamma_inits: Sequence[float] | None = None,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> BatchedNet:
+def init_batched(
+    spec: ModelSpec,
+    input_shape: Sequence[int],
+    num_classes: int,
+    seeds: Sequence[int],
+    weight_scales: Sequence[float] | None = None,
+    gamma_inits: Sequence[float] | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> BatchedNet:
     """A batched net whose network k equals ``reference_module(spec, ..., seeds[k], weight_scales[k], ...)``.
 
     Each network's initial weights depend on its own seed only, not on its position or on N.

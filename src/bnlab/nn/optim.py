@@ -24,8 +24,15 @@ def _per_net(h: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class BatchedOptimizer:
     """Holds the per-network hyperparameters and Adam moments of a batched net (real state, hence a class)."""
 
-    def __init__(self, params: Sequence[torch.Tensor], lrs: Sequence[torch.Tensor], is_adam: torch.Tensor,
-                 beta1: torch.Tensor, beta2: torch.Tensor, eps: torch.Tensor):
+    def __init__(
+        self,
+        params: Sequence[torch.Tensor],
+        lrs: Sequence[torch.Tensor],
+        is_adam: torch.Tensor,
+        beta1: torch.Tensor,
+        beta2: torch.Tensor,
+        eps: torch.Tensor,
+    ):
         self.params, self.lrs = list(params), list(lrs)
         self.is_adam, self.beta1, self.beta2, self.eps = is_adam, beta1, beta2, eps
         self.any_adam = bool(is_adam.any())
@@ -80,4 +87,3 @@ class BatchedOptimizer:
                 old.copy_(torch.where(_per_net(ok, old), new, old))
         self.t += 1
         return ok
-

@@ -101,10 +101,10 @@ def evaluate(model: BatchedNet, x: torch.Tensor, y: torch.Tensor, loss: str, chu
     tot_loss = torch.zeros(model.n, dtype=x.dtype, device=x.device)
     tot_acc = torch.zeros_like(tot_loss)
     for i in range(0, len(x), chunk):
-        z = model(x[i:i + chunk])
+        z = model(x[i : i + chunk])
         w = len(z)
-        tot_loss += network_losses(z, y[i:i + chunk], loss) * w
-        tot_acc += network_accuracy(z, y[i:i + chunk]) * w
+        tot_loss += network_losses(z, y[i : i + chunk], loss) * w
+        tot_acc += network_accuracy(z, y[i : i + chunk]) * w
     model.train(was_training)
     return tot_loss / len(x), tot_acc / len(x)
 
@@ -118,16 +118,32 @@ def _optimizer(model: BatchedNet, configs: Sequence[NetConfig]) -> BatchedOptimi
     lr = vec([c.lr for c in configs])
     bn_lr = vec([c.lr if c.bn_lr is None else c.bn_lr for c in configs])
     bn, other = model.bn_parameters(), model.other_parameters()
-    return BatchedOptimizer(other + bn, [lr] * len(other) + [bn_lr] * len(bn),
-                            torch.tensor([c.optimizer == "adam" for c in configs], device=p.device),
-                            vec([c.beta1 for c in configs]), vec([c.beta2 for c in configs]),
-                            vec([c.adam_eps for c in configs]))
+    return BatchedOptimizer(
+        other + bn,
+        [lr] * len(other) + [bn_lr] * len(bn),
+        torch.tensor([c.optimizer == "adam" for c in configs], device=p.device),
+        vec([c.beta1 for c in configs]),
+        vec([c.beta2 for c in configs]),
+        vec([c.adam_eps for c in configs]),
+    )
 
 
-def train(spec: ModelSpec, dataset: Dataset, configs: Sequence[NetConfig], *, steps: int, batch_size: int = 100,
-          log_every: int = 10, data_seed: int = 0, test_size: int | None = 1000, max_loss: float = 1e3,
-          device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-          model: BatchedNet | None = None, eval_chunk: int = 1000) -> TrainResult:
+def train(
+    spec: ModelSpec,
+    dataset: Dataset,
+    configs: Sequence[NetConfig],
+    *,
+    steps: int,
+    batch_size: int = 100,
+    log_every: int = 10,
+    data_seed: int = 0,
+    test_size: int | None = 1000,
+    max_loss: float = 1e3,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    model: BatchedNet | None = None,
+    eval_chunk: int = 1000,
+) -> TrainResult:
     """Train ``len(configs)`` networks of architecture ``spec`` on ``dataset`` for ``steps`` updates, batched.
 
     ``test_size``: test metrics use the first ``test_size`` examples of a ``data_seed`` permutation of the test
@@ -140,8 +156,16 @@ def train(spec: ModelSpec, dataset: Dataset, configs: Sequence[NetConfig], *, st
     if steps < 0 or log_every < 1:
         raise BnlabError(f"steps must be >= 0 and log_every >= 1, got {steps}, {log_every}")
     if model is None:
-        model = init_batched(spec, dataset.input_shape, dataset.num_classes, [c.seed for c in configs],
-                             [c.weight_scale for c in configs], [c.gamma_init for c in configs], device, dtype)
+        model = init_batched(
+            spec,
+            dataset.input_shape,
+            dataset.num_classes,
+            [c.seed for c in configs],
+            [c.weight_scale for c in configs],
+            [c.gamma_init for c in configs],
+            device,
+            dtype,
+        )
     elif model.n != len(configs):
         raise BnlabError(f"model holds {model.n} networks but {len(configs)} configs were given")
     p0 = next(model.parameters())

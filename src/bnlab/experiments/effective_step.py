@@ -1,0 +1,188 @@
+"""O3 / F6, F7: BNGD's effective step size ``eps_hat_k = eps a_k^2 / ||w_k||_H^2`` and its limit, against eps.
+
+Three regimes are predicted. Small eps: ``||w||`` barely grows, so ``eps_hat_inf`` is proportional to eps
+(slope 1 in log-log). Intermediate eps: whenever ``eps_hat`` exceeds the stability edge ``2 / lambda*_max`` the
+error grows along H*'s top eigenvector, the gradient grows, and ``||w||^2`` (which only grows, F3) increases until
+``eps_hat`` falls back below the edge: a plateau just under ``2 / lambda*_max``, BNGD tuning itself to the edge of
+stability. Huge eps: the first step alone makes ``||w_1||^2 ~ eps^2 ||grad||^2``, so ``eps_hat ~ 1 / eps``
+(slope -1) and progress slows like ``1 / eps``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from bnlab.experiments.base import Claim, Experiment, ExperimentConfig, RunContext, Tables, register
+from bnlab.experiments.plotting import THEORY_COLOUR, new_figure, save, seed_band
+from bnlab.ols import Problem, bngd, theory
+from bnlab.sweep import run_chunks
+
+
+class EffectiveStepConfig(ExperimentConfig):
+    d: int = Field(10, ge=2)
+    kappa: float = Field(100.0, ge=1)
+    spacing: Literal["linear", "log"] = "log"
+    norm: Literal["gaussian", "unit"] = "gaussian"  # of both u and w0
+    eps_min: float = Field(1e-4, gt=0)
+    eps_max: float = Field(1e8, gt=0)
+    num_eps: int = Field(49, ge=5)
+    steps: int = Field(3000, ge=10)
+    record_every: int = Field(10, ge=1)
+    seeds: int = Field(3, ge=1)
+    eps_a: float = Field(1.0, gt=0)
+    trace_eps: tuple[float, ...] = (0.01, 1.0, 100.0, 1e4)  # eps whose eps_hat_k is drawn over k
+    # Slope 1 is a limit statement: fit over runs with eps <= small_eps_max whose gap fell below converged_gap
+    # (an unconverged run's a_k, ||w_k||_H are not yet at their limit). Slope -1 is asymptotic in eps.
+    small_eps_max: float = Field(4e-3, gt=0)
+    converged_gap: float = Field(1e-4, gt=0)
+    large_eps_min: float = Field(1e5, gt=0)
+    plateau: tuple[float, float] = (0.1, 10.0)  # eps range of the plateau claim
+    slope_tolerance: float = Field(0.05, gt=0)
+    plateau_band: float = Field(0.05, gt=0)  # plateau within this fraction below the edge
+    compile: bool | Literal["auto"] = "auto"
+
+
+def _chunk(spec: dict) -> pd.DataFrame:
+    cfg = EffectiveStepConfig(**spec["config"])
+    seed = spec["seed"]
+    problem = Problem.from_spectrum(cfg.d, cfg.kappa, cfg.spacing, seed=seed, u_norm=cfg.norm)
+    eps = np.unique(np.concatenate([np.geomspace(cfg.eps_min, cfg.eps_max, cfg.num_eps), cfg.trace_eps]))
+    traj = bngd(
+        problem,
+        eps,
+        cfg.steps,
+        eps_a=cfg.eps_a,
+        seed=1000 + seed,
+        w0_norm=cfg.norm,
+        record_every=cfg.record_every,
+        device=cfg.device,
+        compile=cfg.compile,
+    )
+    frame = pd.DataFrame(
+        {
+            "eps": np.tile(eps, len(traj.steps)),
+            "step": np.repeat(traj.steps, len(eps)),
+            "eff_step": traj.eff_step.ravel(),
+            "rel_gap": (traj.excess_loss / traj.excess_loss[0]).ravel(),
+        }
+    )
+    frame = frame[frame.eps.isin(cfg.trace_eps) | (frame.step == traj.steps[-1])]
+    frame["edge"] = theory.bngd_stability_edge(problem)
+    frame["diverged"] = np.tile(traj.diverged, len(traj.steps))[frame.index]
+    return frame.assign(seed=seed).reset_index(drop=True)
+
+
+def run(cfg: EffectiveStepConfig, ctx: RunContext) -> None:
+    chunks = {f"seed-{s}": {"config": cfg.model_dump(), "seed": s} for s in range(cfg.seeds)}
+    steps = run_chunks(ctx.store, chunks, _chunk, ctx.executor, ctx.progress, "effective-step")
+    final = steps[steps.step == steps.step.max()].reset_index(drop=True)
+    ctx.store.write_table("final", final)
+    ctx.store.write_table("traces", steps[steps.eps.isin(cfg.trace_eps)].reset_index(drop=True))
+
+
+def _slope(frame: pd.DataFrame) -> float:
+    """Median over seeds of each seed's log-log slope (seeds differ in prefactor, not in slope)."""
+    slopes = [
+        np.polyfit(np.log(sub.eps), np.log(sub.eff_step), 1)[0] for _, sub in frame.groupby("seed") if len(sub) >= 2
+    ]
+    return float(np.median(slopes)) if slopes else float("nan")
+
+
+def summarise(cfg: EffectiveStepConfig, tables: Tables) -> list[Claim]:
+    final = tables["final"]
+    small = final[(final.eps <= cfg.small_eps_max) & (final.rel_gap <= cfg.converged_gap)]
+    large = final[final.eps >= cfg.large_eps_min]
+    slope_small, slope_large = _slope(small), _slope(large)
+    plateau = final[(final.eps >= cfg.plateau[0]) & (final.eps <= cfg.plateau[1])]
+    ratio = plateau.eff_step / plateau.edge
+    edge0 = final[final.seed == final.seed.min()].edge.iloc[0]
+    plat0 = plateau[plateau.seed == plateau.seed.min()]
+    return [
+        Claim(
+            "Small eps: eps_hat_inf proportional to eps (F6)",
+            f"log-log slope of eps_hat_inf vs eps, converged runs with eps <= {cfg.small_eps_max:g}",
+            1.0,
+            slope_small,
+            bool(abs(slope_small - 1) <= cfg.slope_tolerance),
+            f"{len(small)} runs; allowed |slope - 1| <= {cfg.slope_tolerance:g}",
+        ),
+        Claim(
+            "Huge eps: eps_hat_inf ~ 1/eps (F7)",
+            f"log-log slope of eps_hat_inf vs eps, eps >= {cfg.large_eps_min:g}",
+            -1.0,
+            slope_large,
+            bool(abs(slope_large + 1) <= cfg.slope_tolerance),
+            f"{len(large)} runs; allowed |slope + 1| <= {cfg.slope_tolerance:g}",
+        ),
+        Claim(
+            "In between, eps_hat_inf settles just under the stability edge 2/lambda*_max (F7)",
+            f"median eps_hat_inf for eps in [{cfg.plateau[0]:g}, {cfg.plateau[1]:g}] (seed 0)",
+            float(edge0),
+            float(plat0.eff_step.median()),
+            bool((ratio <= 1 + 1e-6).all() and 1 - cfg.plateau_band <= ratio.median() <= 1),
+            f"eps_hat_inf / edge over {len(ratio)} runs and {final.seed.nunique()} seeds: median {ratio.median():.4f}, "
+            f"range {ratio.min():.4f} .. {ratio.max():.4f} (required: median within {cfg.plateau_band:g} below 1, "
+            "none above)",
+        ),
+        Claim(
+            "The effective step never exceeds the edge at the limit, for any eps (F7)",
+            "max eps_hat_inf / (2/lambda*_max) over all eps",
+            1.0,
+            float((final.eff_step / final.edge).max()),
+            bool((final.eff_step / final.edge).max() <= 1 + 1e-6),
+            f"{len(final)} runs, eps in [{cfg.eps_min:g}, {cfg.eps_max:g}], {int(final.diverged.sum())} diverged",
+        ),
+    ]
+
+
+def plot(cfg: EffectiveStepConfig, tables: Tables, folder: Path) -> list[Path]:
+    final, traces = tables["final"], tables["traces"]
+    fig, (ax, ax_k) = new_figure(ncols=2, width=5.0, height=3.8)
+    seed_band(ax, final, "eps", "eff_step", "#1b9e77", r"measured $\hat\epsilon_\infty$ (median, seed range)")
+    edge = float(final.edge.median())
+    ax.axhline(edge, color=THEORY_COLOUR, ls="--", lw=1, label=r"edge $2/\lambda^*_{max}$ (theory)")
+    xs = np.geomspace(cfg.eps_min, cfg.eps_max, 3)
+    small = (
+        final[(final.eps <= cfg.small_eps_max) & (final.rel_gap <= cfg.converged_gap)].groupby("eps").eff_step.median()
+    )
+    large = final[final.eps >= cfg.large_eps_min].groupby("eps").eff_step.median()
+    if len(small):
+        ax.plot(xs, small.iloc[0] * xs / small.index[0], ":", color="#7570b3", lw=1, label="slope 1")
+    if len(large):
+        ax.plot(xs, large.iloc[-1] * large.index[-1] / xs, ":", color="#e7298a", lw=1, label="slope -1")
+    ax.set_ylim(final.eff_step.min() / 3, edge * 10)
+    ax.set_xlabel("learning rate eps")
+    ax.set_ylabel(r"$\hat\epsilon_\infty = \epsilon a^2 / \|w\|_H^2$ at the end")
+    ax.set_title(f"Effective step vs eps, d={cfg.d}, kappa={cfg.kappa:g}")
+    ax.legend(fontsize=8)
+    colours = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"]
+    first = traces[traces.seed == traces.seed.min()]
+    for colour, (eps, sub) in zip(colours * 4, first.groupby("eps"), strict=False):
+        ax_k.plot(sub.step, sub.eff_step, color=colour, lw=1.4, label=f"eps = {eps:g}")
+    ax_k.axhline(float(first.edge.iloc[0]), color=THEORY_COLOUR, ls="--", lw=1, label="edge (theory)")
+    ax_k.set_yscale("log")
+    ax_k.set_xlabel("step k")
+    ax_k.set_ylabel(r"$\hat\epsilon_k$")
+    ax_k.set_title("Effective step over the run (seed 0)")
+    ax_k.legend(fontsize=8)
+    return save(fig, folder, "effective_step")
+
+
+register(
+    Experiment(
+        name="effective-step",
+        purpose="eps_hat_k over k and eps_hat_inf vs eps: slope 1, plateau just under 2/lambda*_max, slope -1",
+        row="Robustness to learning rate",
+        facts=("F6", "F7", "O3"),
+        config=EffectiveStepConfig,
+        run=run,
+        summarise=summarise,
+        plot=plot,
+        profiles={"quick": {"compile": False}, "paper": {"num_eps": 241, "seeds": 5, "steps": 10000}},
+    )
+)

@@ -1,0 +1,70 @@
+"""Render the report page: Jinja2 template, figures embedded as base64 PNG (the page opens offline)."""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from bnlab.experiments.runner import Outcome
+
+_ENV_KEYS = ("bnlab", "python", "torch", "numpy", "pandas", "platform", "host", "device", "cuda_device", "git_commit")
+
+
+def _number(x: Any) -> str:
+    """Numbers as a person reads them: 4 significant digits, scientific only when needed."""
+    if x is None:
+        return "–"
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, (int, float)):
+        if not math.isfinite(x):
+            return "∞" if x > 0 else ("−∞" if x < 0 else "NaN")
+        return f"{x:.4g}"
+    return str(x)
+
+
+def _percent(x: Any) -> str:
+    if x is None or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return "–"
+    return f"{x:.2%}" if x >= 1e-4 else f"{x:.1e}"
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _environments(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """Each environment field with its distinct values over the runs (usually one)."""
+    rows = []
+    times = sorted(e["environment"].get("time", "") for e in summary["experiments"] if e["environment"])
+    for key in _ENV_KEYS:
+        values = sorted({str(e["environment"].get(key)) for e in summary["experiments"] if e["environment"]})
+        rows.append((key, ", ".join(values) if values else "–"))
+    if times:
+        rows.append(("runs computed", f"{times[0]} .. {times[-1]}" if times[0] != times[-1] else times[0]))
+    rows.append(("report built", summary["generated"]))
+    return rows
+
+
+def render_page(summary: dict[str, Any], outcomes: Sequence[Outcome]) -> str:
+    env = Environment(loader=PackageLoader("bnlab.report", "templates"), autoescape=select_autoescape(["html"]))
+    env.filters["num"] = _number
+    env.filters["pct"] = _percent
+    figures = {
+        o.experiment.name: [
+            {"name": p.stem, "src": _data_uri(p)} for p in o.figures if p.suffix == ".png" and Path(p).exists()
+        ]
+        for o in outcomes
+    }
+    sections = []
+    for row in summary["rows"]:
+        exps = [e for e in summary["experiments"] if e["row"] == row["row"]]
+        sections.append({**row, "experiments_data": [{**e, "figure_data": figures.get(e["name"], [])} for e in exps]})
+    return env.get_template("report.html").render(
+        summary=summary, sections=sections, environment=_environments(summary)
+    )

@@ -1,0 +1,56 @@
+"""Every OLS experiment: typed config, two profiles, overrides from the command line, unknown keys rejected."""
+
+import numpy as np
+import pytest
+
+from bnlab.errors import BnlabError
+from bnlab.experiments import REGISTRY, get
+
+OLS = [
+    "convergence",
+    "phase-diagram",
+    "rate",
+    "overparam",
+    "effective-step",
+    "lr-robustness",
+    "dimension",
+    "scaling-law",
+]
+ROWS = {"Convergence", "Convergence rate", "Robustness to learning rate", "Robustness to dimension"}
+
+
+@pytest.mark.parametrize("name", OLS)
+def test_registered_with_both_profiles_and_a_paper_row(name):
+    exp = get(name)
+    assert exp.row in ROWS
+    for profile in ("quick", "paper"):
+        exp.resolve(profile)
+
+
+@pytest.mark.parametrize("name", OLS)
+def test_unknown_key_is_rejected(name):
+    with pytest.raises(BnlabError, match="unknown key"):
+        get(name).resolve("quick", ["no_such_field=1"])
+
+
+def test_overrides_from_the_command_line_are_typed():
+    cfg = get("dimension").resolve("quick", ["dims=[10, 20]", 'norms=["unit"]', "tol=1e-4"])
+    assert cfg.dims == (10, 20) and cfg.norms == ("unit",) and cfg.tol == 1e-4
+    with pytest.raises(BnlabError):
+        get("dimension").resolve("quick", ['norms=["sphere"]'])
+
+
+@pytest.mark.parametrize("name", ["convergence", "lr-robustness", "dimension", "effective-step", "phase-diagram"])
+def test_paper_profile_spans_the_full_eps_grid(name):
+    cfg = get(name).resolve("paper")
+    assert cfg.eps_min <= 1e-4 and cfg.eps_max >= 1e8 and cfg.num_eps >= 200
+
+
+def test_paper_dimension_goes_to_ten_thousand_under_both_normalisations():
+    cfg = get("dimension").resolve("paper")
+    assert max(cfg.dims) >= 10_000 and set(cfg.norms) == {"unit", "gaussian"} and cfg.seeds >= 3
+
+
+def test_every_registered_experiment_reports_a_row():
+    assert all(exp.row for exp in REGISTRY.values())
+    assert np.all([name in REGISTRY for name in OLS])
