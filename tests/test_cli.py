@@ -99,3 +99,14 @@ def test_console_script_exit_code_and_no_traceback():
     proc = subprocess.run([sys.executable, "-m", "bnlab.cli", "run", "nope"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: unknown experiment") and "Traceback" not in proc.stderr
+
+
+def test_data_list_and_fetch_errors(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "data", "list", "--data-dir", str(tmp_path))
+    assert code == 0 and "mnist1d" in out and "bnlab data fetch mnist" in out
+    (tmp_path / "mnist").mkdir()
+    (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(b"x")
+    code, out, _ = run_cli(capsys, "data", "list", "--data-dir", str(tmp_path))
+    assert "bnlab data fetch mnist" not in out
+    code, _, err = run_cli(capsys, "data", "fetch", "imagenet", "--data-dir", str(tmp_path))
+    assert code == 2 and err.startswith("error: unknown downloadable dataset")

@@ -192,6 +192,41 @@ def _print_verdicts(outcomes) -> None:
         console.print("[green bold]every claim holds[/]")
 
 
+@cli.group()
+def data() -> None:
+    """Datasets: the embedded ones need nothing; real ones are read from a folder or fetched."""
+
+
+@data.command("list")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Default: $BNLAB_DATA_DIR.")
+def data_list(data_dir) -> None:
+    """Show every dataset and whether it is available here."""
+    from bnlab.nn import DATASETS, default_data_dir
+    from bnlab.nn.fetch import SOURCES
+
+    folder = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    table = Table("dataset", "source", "available", box=None, title=f"data folder: {folder}")
+    for name in DATASETS:
+        if name not in SOURCES:
+            table.add_row(name, "embedded (generated locally)", "yes")
+        else:
+            present = (folder / name).is_dir() and any((folder / name).iterdir())
+            table.add_row(name, f"{folder / name}", "yes" if present else f"no: bnlab data fetch {name}")
+    console.print(table)
+
+
+@data.command("fetch")
+@click.argument("name")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Default: $BNLAB_DATA_DIR.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds per download attempt.")
+def data_fetch(name, data_dir, timeout) -> None:
+    """Download NAME (mnist, fashion_mnist, cifar10) and verify its checksums."""
+    from bnlab.nn import fetch
+
+    path = fetch(name, data_dir, timeout=timeout)
+    console.print(f"{name}: verified in {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one line and exit status 2."""
     try:

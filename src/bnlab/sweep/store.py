@@ -31,6 +31,8 @@ import pandas as pd
 from bnlab.errors import BnlabError
 
 _COMPLETE = "COMPLETE"
+# Part of every run's identity; bump when a change to the code changes the numbers a config produces.
+RESULTS_VERSION = 1
 
 
 def canonical_json(obj: Any) -> str:
@@ -179,8 +181,12 @@ class ResultStore:
         self.root = Path(root)
 
     def open(self, experiment: str, config: Mapping[str, Any], device: str | None = None) -> RunStore:
-        """The run folder for this config, created (with config and environment) if new, reused if not."""
-        run_id = config_hash({"experiment": experiment, **config})
+        """The run folder for this config, created (with config and environment) if new, reused if not.
+
+        The identity covers the experiment, its config and ``RESULTS_VERSION``: bump that when a code change
+        alters what a config computes, so that stored results of the old code are not silently reused.
+        """
+        run_id = config_hash({"experiment": experiment, "results_version": RESULTS_VERSION, **config})
         path = self.root / experiment / run_id
         config_file = path / "config.json"
         if config_file.exists():
