@@ -54,6 +54,16 @@ def test_json_summary_has_verdicts_and_numbers(reproduced):
     assert all(e["environment"].get("python") for e in data["experiments"])
 
 
+def test_markdown_verdicts_mirror_the_summary(reproduced):
+    out, _, _, summary = reproduced
+    data = json.loads(summary.read_text())
+    text = (out / "verdicts.md").read_text()
+    claims = [c for e in data["experiments"] for c in e["claims"]]
+    assert text.count("\n| ") == len(data["rows"]) + len(claims) + 2  # two header rows
+    for row in data["rows"]:
+        assert f"| {row['row']} |" in text and f"({row['claims_held']}/{row['claims_total']} claims)" in text
+
+
 def test_report_rebuilds_from_the_store_without_recomputing(reproduced, monkeypatch):
     out, outcomes, html, summary = reproduced
     before = json.loads(summary.read_text())

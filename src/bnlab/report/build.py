@@ -1,4 +1,5 @@
-"""Write the report of a set of runs: ``OUT/report.html`` (self-contained) and ``OUT/summary.json``.
+"""Write the report of a set of runs: ``OUT/report.html`` (self-contained), ``OUT/summary.json`` and
+``OUT/verdicts.md``.
 
 ``rebuild_report(OUT)`` redoes both from the stored runs alone (``load_outcome``: claims and figures from the
 stored tables, nothing recomputed): the runs listed in the previous ``summary.json``, or else the latest complete
@@ -14,25 +15,27 @@ from pathlib import Path
 from bnlab.errors import BnlabError
 from bnlab.experiments.base import REGISTRY
 from bnlab.experiments.runner import Outcome, load_outcome
+from bnlab.report.markdown import render_markdown
 from bnlab.report.page import render_page
 from bnlab.report.summary import report_summary
 from bnlab.sweep import ResultStore, RunStore
-from bnlab.sweep.store import write_json_atomic
+from bnlab.sweep.store import write_json_atomic, write_text_atomic
 
 REPORT_HTML = "report.html"
 SUMMARY_JSON = "summary.json"
+VERDICTS_MD = "verdicts.md"
 
 
 def build_report(out: str | Path, outcomes: Sequence[Outcome], profile: str | None = None) -> tuple[Path, Path]:
-    """Write the page and the JSON summary for ``outcomes`` under ``out``; return their paths."""
+    """Write the page, the JSON summary and the Markdown verdicts for ``outcomes`` under ``out``; return the
+    page's and the summary's paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = report_summary(outcomes, profile)
     json_path, html_path = out / SUMMARY_JSON, out / REPORT_HTML
     write_json_atomic(json_path, summary)
-    tmp = html_path.with_suffix(".html.tmp")
-    tmp.write_text(render_page(summary, outcomes), encoding="utf-8")
-    tmp.replace(html_path)
+    write_text_atomic(out / VERDICTS_MD, render_markdown(summary))
+    write_text_atomic(html_path, render_page(summary, outcomes))
     return html_path, json_path
 
 

@@ -60,7 +60,11 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    _atomic_write(Path(path), lambda p: p.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str)))
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    _atomic_write(Path(path), lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def write_parquet_atomic(path: Path, frame: pd.DataFrame) -> None:
@@ -166,7 +170,7 @@ class RunStore:
         return (self.path / _COMPLETE).exists()
 
     def mark_complete(self) -> None:
-        _atomic_write(self.path / _COMPLETE, lambda p: p.write_text("ok\n"))
+        write_text_atomic(self.path / _COMPLETE, "ok\n")
 
     def figures_dir(self) -> Path:
         folder = self.path / "figures"
