@@ -19,7 +19,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from bnlab.experiments.base import ExperimentConfig, RunContext
-from bnlab.experiments.plotting import new_figure, save
+from bnlab.experiments.plotting import METHOD_COLOURS, new_figure, save
 from bnlab.nn import DATASETS, ModelSpec, NetConfig, load_dataset, lr_window_decades, train
 from bnlab.sweep import run_chunks
 
@@ -160,14 +160,14 @@ def plot_curves(
     final: pd.DataFrame, folder: Path, name: str, title: str, hue: str | None = None, hue_label: str = ""
 ) -> list[Path]:
     """Final test accuracy vs learning rate: one line per (bn, hue), median over seeds with a min-max band;
-    solid with BN, dashed without."""
+    solid with BN, dashed without (and, without a hue, BN green and no BN orange as in the OLS figures)."""
     fig, axes = new_figure(ncols=2)
     frame = final.assign(acc=final.test_acc.where(~final.diverged, np.nan), loss=final.test_loss)
     hues = sorted(frame[hue].unique()) if hue else [None]
     cmap = plt_colours(len(hues))
     for ax, metric, label in ((axes[0], "acc", "test accuracy"), (axes[1], "loss", "test loss")):
         for bn in (False, True):
-            for colour, value in zip(cmap, hues, strict=True):
+            for colour, value in zip(cmap if hue else [METHOD_COLOURS["bn" if bn else "no-bn"]], hues, strict=True):
                 sel = frame[(frame.bn == bn) & ((frame[hue] == value) if hue else True)]
                 if sel.empty:
                     continue

@@ -50,13 +50,13 @@ def _bn_vs_plain_claims(cfg: NNSweepConfig, table: pd.DataFrame, context: str) -
     return [
         Claim(
             f"BN keeps accuracy near its best over a wider range of learning rates ({context})",
-            f"decades of lr within {tol:g} test accuracy of the best: BN vs no BN",
-            float(plain[f"window_{tol:g}"]),
+            f"decades of lr within {tol:g} test accuracy of the best, BN (no BN: {plain[f'window_{tol:g}']:.2f})",
+            None,
             float(bn[f"window_{tol:g}"]),
             wider(bn[f"window_{tol:g}"], plain[f"window_{tol:g}"]),
             f"BN {bn[f'window_{tol:g}']:.2f} vs no BN {plain[f'window_{tol:g}']:.2f} decades "
             f"(within 0.01: {bn['window_0.01']:.2f} vs {plain['window_0.01']:.2f}); best accuracy "
-            f"{bn.best_acc:.3f} vs {plain.best_acc:.3f}; 'predicted' holds the no-BN window",
+            f"{bn.best_acc:.3f} vs {plain.best_acc:.3f}",
         )
     ]
 
@@ -79,12 +79,11 @@ def summarise_lr(cfg: LRSweepConfig, tables: Tables) -> list[Claim]:
     claims.append(
         Claim(
             "At very large learning rates the plain network diverges while the BN network keeps training",
-            f"fraction of networks diverged for lr >= {cfg.lr_max / 100:g}: BN vs no BN",
-            float(frac.get(False, np.nan)),
+            f"fraction of networks diverged for lr >= {cfg.lr_max / 100:g}, BN (no BN: {frac.get(False, np.nan):.0%})",
+            None,
             float(frac.get(True, np.nan)),
             bool(frac.get(True, 1.0) < frac.get(False, 0.0)),
-            f"BN {frac.get(True, np.nan):.0%} vs no BN {frac.get(False, np.nan):.0%} diverged; "
-            "'predicted' holds the no-BN fraction",
+            f"BN {frac.get(True, np.nan):.0%} vs no BN {frac.get(False, np.nan):.0%} diverged",
         )
     )
     return claims
@@ -117,8 +116,8 @@ def summarise_bn_lr(cfg: BNLRConfig, tables: Tables) -> list[Claim]:
     return [
         Claim(
             "With a moderate BN-parameter rate (<= 1, like eps_a <= 1) BN is robust to the weight learning rate",
-            f"widest decades within {cfg.tol:g} over bn_lr <= 1 vs no BN",
-            plain,
+            f"widest BN window over bn_lr <= 1, decades within {cfg.tol:g} (no BN: {plain:.2f})",
+            None,
             best_moderate,
             wider(best_moderate, plain),
             _window_text(bn, ["bn_lr"]) + f"; no BN: {plain:.2f} dec",
@@ -234,8 +233,8 @@ def summarise_width(cfg: WidthConfig, tables: Tables) -> list[Claim]:
     return [
         Claim(
             "BN's learning-rate window widens with the width (the analogue of 'the higher the dimension the better')",
-            f"BN window (decades within {cfg.tol:g}) at h={hi} vs h={lo}",
-            float(bn[lo]),
+            f"BN window (decades within {cfg.tol:g}) at h={hi} (at h={lo}: {bn[lo]:.2f})",
+            None,
             float(bn[hi]),
             wider(bn[hi], bn[lo]),
             "BN: "
@@ -246,7 +245,7 @@ def summarise_width(cfg: WidthConfig, tables: Tables) -> list[Claim]:
         Claim(
             "At every width BN's window is wider than the plain network's",
             "smallest (BN window - no-BN window) over widths, decades",
-            0.0,
+            None,
             float((bn - plain).min()),
             all(wider(bn[h], plain[h]) for h in bn.index),
             ", ".join(f"h={h}: {bn[h]:.2f} vs {plain[h]:.2f}" for h in bn.index),
@@ -273,8 +272,8 @@ def summarise_gamma_init(cfg: GammaInitConfig, tables: Tables) -> list[Claim]:
     return [
         Claim(
             "BN stays more robust to the learning rate than the plain network whatever gamma's initial scale",
-            f"narrowest BN window over gamma inits vs no-BN window (decades within {cfg.tol:g})",
-            plain,
+            f"narrowest BN window over gamma inits, decades within {cfg.tol:g} (no BN: {plain:.2f})",
+            None,
             worst,
             wider(worst, plain),
             _window_text(bn, ["gamma_init"]) + f"; no BN: {plain:.2f} dec",
@@ -308,8 +307,8 @@ def summarise_optimizer(cfg: OptimizerConfig, tables: Tables) -> list[Claim]:
     claims.append(
         Claim(
             "Adam, whose steps ignore the gradient's scale, leaves BN less to add than SGD does [ours]",
-            "BN's window gain (BN minus no-BN, decades) under Adam; predicted: at most the gain under SGD",
-            float(sgd_gain),
+            f"BN's window gain (BN minus no BN, decades) under Adam (under SGD: {sgd_gain:.2f})",
+            None,
             float(adam_gain),
             bool(adam_gain <= sgd_gain + 1e-9),
             f"windows within {cfg.tol:g}: SGD BN {width['sgd', True]:.2f} / no BN {width['sgd', False]:.2f}; "
