@@ -27,15 +27,15 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "",
         "## Predictions beside measurements",
         "",
-        "| Experiment | Claim | Predicted | Measured | Rel. error | Verdict |",
-        "|---|---|---|---|---|---|",
+        "| Experiment | Claim | Quantity | Predicted | Measured | Rel. error | Verdict |",
+        "|---|---|---|---|---|---|---|",
     ]
     for exp in summary["experiments"]:
         for c in exp["claims"]:
             verdict = "holds" if c["holds"] else "**does not hold**"
-            claim = c["claim"].replace("|", "/")
+            claim, quantity = (c[k].replace("|", "/") for k in ("claim", "quantity"))
             lines.append(
-                f"| {exp['name']} | {claim} | {_number(c['predicted'])} | {_number(c['measured'])} | "
+                f"| {exp['name']} | {claim} | {quantity} | {_number(c['predicted'])} | {_number(c['measured'])} | "
                 f"{_percent(c['rel_error'])} | {verdict} |"
             )
     return "\n".join(lines) + "\n"
