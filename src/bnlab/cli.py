@@ -51,15 +51,25 @@ def _print_claims(outcome) -> None:
     console.print(table)
 
 
+def execution_options(command):
+    """Where and how runs compute: shared by ``run`` and ``reproduce``."""
+    options = [
+        click.option("--device", default=None, help="cpu (default) or cuda."),
+        click.option("--out", default=DEFAULT_OUT, show_default=True, type=click.Path(file_okay=False)),
+        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True),
+        click.option("--ray-address", default=None, help="Address of an existing Ray cluster."),
+        click.option("--no-progress", is_flag=True, help="Hide the progress bar."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @cli.command()
 @click.argument("name")
 @click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
-@click.option("--device", default=None, help="cpu (default) or cuda.")
-@click.option("--out", default=DEFAULT_OUT, show_default=True, type=click.Path(file_okay=False))
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
-@click.option("--ray-address", default=None, help="Address of an existing Ray cluster.")
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@execution_options
 def run(name, profile, overrides, device, out, executor, ray_address, no_progress) -> None:
     """Run one experiment (resumable; an identical config reuses its stored results)."""
     from bnlab.experiments import run_experiment
@@ -132,11 +142,7 @@ def _load_problem(path: Path):
 @cli.command()
 @click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
 @click.option("--only", "only", multiple=True, metavar="NAME", help="Run only this experiment (repeatable).")
-@click.option("--device", default=None, help="cpu (default) or cuda.")
-@click.option("--out", default=DEFAULT_OUT, show_default=True, type=click.Path(file_okay=False))
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
-@click.option("--ray-address", default=None, help="Address of an existing Ray cluster.")
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@execution_options
 def reproduce(profile, only, device, out, executor, ray_address, no_progress) -> None:
     """Run every experiment (or --only some) and write OUT/report.html and OUT/summary.json.
 
