@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bnlab.cli import main
+from bnlab.nn.data import missing_files
 
 
 def run_cli(capsys, *args):
@@ -105,8 +106,22 @@ def test_data_list_and_fetch_errors(capsys, tmp_path):
     code, out, _ = run_cli(capsys, "data", "list", "--data-dir", str(tmp_path))
     assert code == 0 and "mnist1d" in out and "bnlab data fetch mnist" in out
     (tmp_path / "mnist").mkdir()
-    (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(b"x")
+    stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    for stem in stems[:3]:
+        (tmp_path / "mnist" / f"{stem}.gz").write_bytes(b"x")
+    assert [p.name for p in missing_files("mnist", tmp_path)] == [stems[3]]
     code, out, _ = run_cli(capsys, "data", "list", "--data-dir", str(tmp_path))
-    assert "bnlab data fetch mnist" not in out
+    assert "bnlab data fetch mnist" in out  # three of four files are not enough
+    (tmp_path / "mnist" / stems[3]).write_bytes(b"x")  # raw (not gzipped) counts too
+    code, out, _ = run_cli(capsys, "data", "list", "--data-dir", str(tmp_path))
+    assert "bnlab data fetch mnist" not in out and missing_files("mnist", tmp_path) == []
+    assert missing_files("mnist1d") == [] and len(missing_files("cifar10", tmp_path)) == 6
     code, _, err = run_cli(capsys, "data", "fetch", "imagenet", "--data-dir", str(tmp_path))
     assert code == 2 and err.startswith("error: unknown downloadable dataset")
+
+
+def test_reproduce_checks_datasets_before_running_anything(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("BNLAB_DATA_DIR", str(tmp_path / "no-data"))
+    code, _, err = run_cli(capsys, "reproduce", "--profile", "paper", "--out", str(tmp_path / "out"))
+    assert code == 2 and "needs mnist" in err and "bnlab data fetch mnist" in err
+    assert not (tmp_path / "out").exists()  # nothing ran

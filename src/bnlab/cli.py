@@ -153,8 +153,8 @@ def reproduce(profile, only, device, out, executor, ray_address, no_progress) ->
     from bnlab.sweep import make_executor
 
     names = list(dict.fromkeys(only)) if only else list(REGISTRY)
-    for name in names:
-        get(name)  # an unknown name fails before anything runs
+    for name in names:  # unknown names, invalid configs and missing data fail before anything runs
+        _check_runnable(name, get(name).resolve(profile))
     runner = make_executor(executor, ray_address)
     outcomes = []
     for name in names:
@@ -165,6 +165,21 @@ def reproduce(profile, only, device, out, executor, ray_address, no_progress) ->
     html_path, json_path = build_report(out, outcomes, profile)
     _print_verdicts(outcomes)
     console.print(f"report: {html_path}\nsummary: {json_path}")
+
+
+def _check_runnable(name: str, config) -> None:
+    """A config that reads a real dataset needs its files first: say which, and how to get them."""
+    from bnlab.nn.data import missing_files
+
+    dataset = getattr(config, "dataset", None)
+    if dataset is None:
+        return
+    missing = missing_files(dataset, getattr(config, "data_dir", None))
+    if missing:
+        raise BnlabError(
+            f"{name} needs {dataset} ({missing[0]} is missing): run 'bnlab data fetch {dataset}' first, "
+            f"or leave it out with --only"
+        )
 
 
 @cli.command()
@@ -208,15 +223,15 @@ def data() -> None:
 def data_list(data_dir) -> None:
     """Show every dataset and whether it is available here."""
     from bnlab.nn import DATASETS, default_data_dir
-    from bnlab.nn.fetch import SOURCES
+    from bnlab.nn.data import EMBEDDED, missing_files
 
     folder = Path(data_dir).expanduser() if data_dir else default_data_dir()
     table = Table("dataset", "source", "available", box=None, title=f"data folder: {folder}")
     for name in DATASETS:
-        if name not in SOURCES:
+        if name in EMBEDDED:
             table.add_row(name, "embedded (generated locally)", "yes")
         else:
-            present = (folder / name).is_dir() and any((folder / name).iterdir())
+            present = not missing_files(name, folder)
             table.add_row(name, f"{folder / name}", "yes" if present else f"no: bnlab data fetch {name}")
     console.print(table)
 

@@ -21,7 +21,7 @@ import torch
 
 from bnlab.errors import BnlabError
 from bnlab.nn.fetch import default_data_dir
-from bnlab.nn.readers import read_cifar10, read_idx_split
+from bnlab.nn.readers import missing_cifar_files, missing_idx_files, read_cifar10, read_idx_split
 
 DATASETS = ("mnist1d", "digits", "teacher", "mnist", "fashion_mnist", "cifar10")
 
@@ -118,6 +118,20 @@ def _idx_dataset(name: str, folder: Path) -> Dataset:
     xtr, ytr = read_idx_split(folder, "train")
     xte, yte = read_idx_split(folder, "t10k")
     return _make(name, xtr[:, None] / 255.0, ytr, xte[:, None] / 255.0, yte, 10)
+
+
+EMBEDDED = ("mnist1d", "digits", "teacher")
+
+
+def missing_files(name: str, data_dir: str | Path | None = None) -> list[Path]:
+    """The files dataset ``name`` still needs under the data folder (empty for embedded datasets)."""
+    key = name.lower().replace("-", "_")
+    if key not in DATASETS:
+        raise BnlabError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if key in EMBEDDED:
+        return []
+    folder = (Path(data_dir).expanduser() if data_dir is not None else default_data_dir()) / key
+    return missing_cifar_files(folder) if key == "cifar10" else missing_idx_files(folder)
 
 
 def load_dataset(

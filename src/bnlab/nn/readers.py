@@ -107,13 +107,36 @@ def read_cifar_batch(path: str | Path, num_classes: int = 10) -> tuple[np.ndarra
     return data.reshape(-1, 3, 32, 32), labels
 
 
+IDX_STEMS = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+CIFAR_BATCHES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
+
+
+def missing_idx_files(folder: str | Path) -> list[Path]:
+    """The IDX files (raw or gzipped) of an MNIST-style split that ``folder`` lacks."""
+    folder = Path(folder)
+    return [folder / s for s in IDX_STEMS if not ((folder / s).exists() or (folder / f"{s}.gz").exists())]
+
+
+def missing_cifar_files(folder: str | Path) -> list[Path]:
+    """The CIFAR-10 python batches that ``folder`` (or its ``cifar-10-batches-py``) lacks."""
+    folder = Path(folder)
+    if (folder / "cifar-10-batches-py").is_dir():
+        folder = folder / "cifar-10-batches-py"
+    return [folder / b for b in CIFAR_BATCHES if not (folder / b).exists()]
+
+
 def read_cifar10(folder: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The five training batches and the test batch of ``cifar-10-batches-py`` (or a folder holding them)."""
     folder = Path(folder)
     if (folder / "cifar-10-batches-py").is_dir():
         folder = folder / "cifar-10-batches-py"
-    parts = [read_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
-    x_test, y_test = read_cifar_batch(folder / "test_batch")
+    parts = [read_cifar_batch(folder / b) for b in CIFAR_BATCHES[:-1]]
+    x_test, y_test = read_cifar_batch(folder / CIFAR_BATCHES[-1])
     x_train = np.concatenate([p[0] for p in parts])
     y_train = np.concatenate([p[1] for p in parts])
     return x_train, y_train, x_test, y_test
