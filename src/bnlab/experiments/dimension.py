@@ -21,6 +21,7 @@ from pydantic import Field
 
 from bnlab.experiments.base import Claim, Experiment, ExperimentConfig, RunContext, Tables, register
 from bnlab.experiments.plotting import BNGD_COLOUR, GD_COLOUR, new_figure, save
+from bnlab.experiments.problems import SpectrumConfig
 from bnlab.experiments.windows import gd_predicted_width, steps_frame, widths_table
 from bnlab.ols import Problem
 from bnlab.sweep import run_chunks
@@ -51,7 +52,15 @@ def _chunk(spec: dict) -> pd.DataFrame:
     problem = Problem.from_spectrum(d, cfg.kappa, cfg.spacing, seed=seed, u_norm=norm, rotate=d <= cfg.rotate_max_d)
     eps = np.geomspace(cfg.eps_min, cfg.eps_max, cfg.num_eps)
     frame = steps_frame(
-        problem, eps, cfg.steps, cfg.tol, norm, 1000 + seed, eps_a=cfg.eps_a, device=cfg.device, compile=cfg.compile
+        problem,
+        eps,
+        cfg.steps,
+        cfg.tol,
+        norm,
+        SpectrumConfig.w0_seed(seed),
+        eps_a=cfg.eps_a,
+        device=cfg.device,
+        compile=cfg.compile,
     )
     frame["gd_width_10x_predicted"] = gd_predicted_width(problem, 10.0)
     return frame.assign(d=d, norm=norm, seed=seed)

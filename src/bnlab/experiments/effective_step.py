@@ -17,17 +17,14 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from bnlab.experiments.base import Claim, Experiment, ExperimentConfig, RunContext, Tables, register
+from bnlab.experiments.base import Claim, Experiment, RunContext, Tables, register
 from bnlab.experiments.plotting import THEORY_COLOUR, new_figure, save, seed_band
-from bnlab.ols import Problem, bngd, theory
+from bnlab.experiments.problems import SpectrumConfig
+from bnlab.ols import bngd, theory
 from bnlab.sweep import run_chunks
 
 
-class EffectiveStepConfig(ExperimentConfig):
-    d: int = Field(10, ge=2)
-    kappa: float = Field(100.0, ge=1)
-    spacing: Literal["linear", "log"] = "log"
-    norm: Literal["gaussian", "unit"] = "gaussian"  # of both u and w0
+class EffectiveStepConfig(SpectrumConfig):
     eps_min: float = Field(1e-4, gt=0)
     eps_max: float = Field(1e8, gt=0)
     num_eps: int = Field(49, ge=5)
@@ -50,14 +47,14 @@ class EffectiveStepConfig(ExperimentConfig):
 def _chunk(spec: dict) -> pd.DataFrame:
     cfg = EffectiveStepConfig(**spec["config"])
     seed = spec["seed"]
-    problem = Problem.from_spectrum(cfg.d, cfg.kappa, cfg.spacing, seed=seed, u_norm=cfg.norm)
+    problem = cfg.problem(seed)
     eps = np.unique(np.concatenate([np.geomspace(cfg.eps_min, cfg.eps_max, cfg.num_eps), cfg.trace_eps]))
     traj = bngd(
         problem,
         eps,
         cfg.steps,
         eps_a=cfg.eps_a,
-        seed=1000 + seed,
+        seed=cfg.w0_seed(seed),
         w0_norm=cfg.norm,
         record_every=cfg.record_every,
         device=cfg.device,

@@ -16,18 +16,17 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from bnlab.experiments.base import Claim, Experiment, ExperimentConfig, RunContext, Tables, register
+from bnlab.experiments.base import Claim, Experiment, RunContext, Tables, register
 from bnlab.experiments.plotting import BNGD_COLOUR, GD_COLOUR, THEORY_COLOUR, new_figure, save, seed_band
+from bnlab.experiments.problems import SpectrumConfig
 from bnlab.experiments.windows import gd_predicted_width, steps_frame, widths_table
-from bnlab.ols import Problem, theory
+from bnlab.ols import theory
 from bnlab.sweep import run_chunks
 
 
-class LrRobustnessConfig(ExperimentConfig):
+class LrRobustnessConfig(SpectrumConfig):
     d: int = Field(100, ge=2)
-    kappa: float = Field(100.0, ge=1)
     spacing: Literal["linear", "log"] = "linear"
-    norm: Literal["gaussian", "unit"] = "gaussian"  # of both u and w0
     eps_min: float = Field(1e-4, gt=0)
     eps_max: float = Field(1e8, gt=0)
     num_eps: int = Field(73, ge=5)
@@ -41,17 +40,21 @@ class LrRobustnessConfig(ExperimentConfig):
     compile: bool | Literal["auto"] = "auto"
 
 
-def _problem(cfg: LrRobustnessConfig, seed: int) -> Problem:
-    return Problem.from_spectrum(cfg.d, cfg.kappa, cfg.spacing, seed=seed, u_norm=cfg.norm, rotate=cfg.d <= 1000)
-
-
 def _chunk(spec: dict) -> pd.DataFrame:
     cfg = LrRobustnessConfig(**spec["config"])
     seed = spec["seed"]
-    problem = _problem(cfg, seed)
+    problem = cfg.problem(seed)
     eps = np.geomspace(cfg.eps_min, cfg.eps_max, cfg.num_eps)
     frame = steps_frame(
-        problem, eps, cfg.steps, cfg.tol, cfg.norm, 1000 + seed, eps_a=cfg.eps_a, device=cfg.device, compile=cfg.compile
+        problem,
+        eps,
+        cfg.steps,
+        cfg.tol,
+        cfg.norm,
+        cfg.w0_seed(seed),
+        eps_a=cfg.eps_a,
+        device=cfg.device,
+        compile=cfg.compile,
     )
     frame["seed"] = seed
     for f in (2.0, 10.0):

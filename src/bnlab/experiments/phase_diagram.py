@@ -17,17 +17,14 @@ import pandas as pd
 from matplotlib.colors import LogNorm
 from pydantic import Field
 
-from bnlab.experiments.base import Claim, Experiment, ExperimentConfig, RunContext, Tables, register
+from bnlab.experiments.base import Claim, Experiment, RunContext, Tables, register
 from bnlab.experiments.plotting import THEORY_COLOUR, new_figure, save
-from bnlab.ols import Problem, bngd
+from bnlab.experiments.problems import SpectrumConfig
+from bnlab.ols import bngd
 from bnlab.sweep import run_chunks
 
 
-class PhaseDiagramConfig(ExperimentConfig):
-    d: int = Field(10, ge=2)
-    kappa: float = Field(100.0, ge=1)
-    spacing: Literal["linear", "log"] = "log"
-    norm: Literal["gaussian", "unit"] = "gaussian"
+class PhaseDiagramConfig(SpectrumConfig):
     eps_min: float = Field(1e-4, gt=0)
     eps_max: float = Field(1e8, gt=0)
     num_eps: int = Field(37, ge=3)
@@ -41,7 +38,7 @@ class PhaseDiagramConfig(ExperimentConfig):
 def _chunk(spec: dict) -> pd.DataFrame:
     cfg = PhaseDiagramConfig(**spec["config"])
     seed = spec["seed"]
-    problem = Problem.from_spectrum(cfg.d, cfg.kappa, cfg.spacing, seed=seed, u_norm=cfg.norm)
+    problem = cfg.problem(seed)
     eps, eps_a = np.meshgrid(np.geomspace(cfg.eps_min, cfg.eps_max, cfg.num_eps), np.asarray(cfg.eps_a))
     eps, eps_a = eps.ravel(), eps_a.ravel()
     traj = bngd(
@@ -49,7 +46,7 @@ def _chunk(spec: dict) -> pd.DataFrame:
         eps,
         cfg.steps,
         eps_a=eps_a,
-        seed=1000 + seed,
+        seed=cfg.w0_seed(seed),
         w0_norm=cfg.norm,
         record_every=cfg.steps,
         device=cfg.device,

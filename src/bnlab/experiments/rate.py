@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from bnlab.experiments.base import Claim, Experiment, ExperimentConfig, RunContext, Tables, register
+from bnlab.experiments.base import Claim, Experiment, RunContext, Tables, register
 from bnlab.experiments.plotting import BNGD_COLOUR, GD_COLOUR, THEORY_COLOUR, new_figure, save
-from bnlab.ols import Problem, bngd, gd, theory
+from bnlab.experiments.problems import SpectrumConfig
+from bnlab.ols import bngd, gd, theory
 from bnlab.sweep import run_chunks
 
 # Fit the rate down to this fraction of the initial gap (not theory's default 1e-12): when the slowest mode
@@ -28,11 +29,7 @@ from bnlab.sweep import run_chunks
 _FLOOR = 1e-24
 
 
-class RateConfig(ExperimentConfig):
-    d: int = Field(10, ge=2)
-    kappa: float = Field(100.0, ge=1)
-    spacing: Literal["linear", "log"] = "log"
-    norm: Literal["gaussian", "unit"] = "gaussian"  # of both u and w0
+class RateConfig(SpectrumConfig):
     bngd_eps_min: float = Field(1e-2, gt=0)
     bngd_eps_max: float = Field(1e2, gt=0)
     num_eps: int = Field(13, ge=2)
@@ -51,8 +48,8 @@ def _exponent(rate):
 def _chunk(spec: dict) -> pd.DataFrame:
     cfg = RateConfig(**spec["config"])
     seed = spec["seed"]
-    problem = Problem.from_spectrum(cfg.d, cfg.kappa, cfg.spacing, seed=seed, u_norm=cfg.norm)
-    common = {"seed": 1000 + seed, "w0_norm": cfg.norm, "record_every": cfg.record_every, "device": cfg.device}
+    problem = cfg.problem(seed)
+    common = {"seed": cfg.w0_seed(seed), "w0_norm": cfg.norm, "record_every": cfg.record_every, "device": cfg.device}
     bn_eps = np.geomspace(cfg.bngd_eps_min, cfg.bngd_eps_max, cfg.num_eps)
     # GD from well inside its stable range to 0.95 of its edge (closer, the two extreme modes contract at nearly
     # equal rates and a log-linear fit cannot separate them within the budget), with the optimal eps included.
