@@ -69,4 +69,32 @@ def test_bn_linear_network_follows_bngd_on_empirical_moments():
     assert np.all(np.abs(traj.a[-1] - a0) > 0.05)
     assert np.all(traj.w_norm[-1] >= traj.w_norm[0])
     assert np.all(traj.excess_loss[-1, 1:] < 1e-2 * traj.excess_loss[0, 1:])  # eps = 0.01 is still on its way
-    assert np.abs(net.layers[1].bias.detach()).max() < 1e-12  # beta stayed 0
+    assert net.layers[1].bias.detach().abs().max() < 1e-12  # beta stayed 0
+
+
+def test_sharpness_of_the_bn_linear_network_is_the_effective_hessian():
+    """At the BN least-squares optimum, Hess_w J = (a^2 / ||w||_H^2) H* with H* = H - H u u^T H / u^T H u [derived],
+    so lr lambda_top(P Hess_w J P) = eps_hat lambda*_max: the network's edge number is the OLS eps_hat / edge."""
+    from bnlab.nn.sharpness import sphere_sharpness, weight_norms
+    from bnlab.ols import theory
+
+    rng = np.random.default_rng(1)
+    n, d = 80, 4
+    X = rng.standard_normal((n, d)) * np.array([2.0, 1.0, 0.7, 0.3])
+    y = X @ rng.standard_normal(d)
+    y = y - y.mean()
+    problem = Problem.from_data(X, y)
+    eps = np.array([0.1, 1.0, 10.0])
+    traj = bngd(problem, eps, 3000, eps_a=1.0, w0=rng.standard_normal(d), a0=1.0, compile=False)
+    assert traj.excess_loss[-1].max() < 1e-15  # at the optimum
+    module = nn.Sequential(nn.Linear(d, 1, bias=False), nn.BatchNorm1d(1, eps=1e-30)).double()
+    net = BatchedNet.from_module(module, len(eps))
+    with torch.no_grad():
+        net.layers[0].weight.copy_(torch.from_numpy(traj.w_final)[:, None])
+        net.layers[1].weight.copy_(torch.from_numpy(traj.a_final)[:, None])
+    batch = [(torch.from_numpy(X), torch.from_numpy(y))]
+    sharp = sphere_sharpness(net, batch, "half_squared", [0], iters=2000, tol=1e-14)[0].numpy()
+    edge_nn = eps / weight_norms(net, [0])[0].numpy() ** 2 * sharp
+    edge_ols = traj.eff_step[-1] * theory.effective_extremes(problem)[0]
+    print(f"lr lambda_top: network {edge_nn}, OLS eps_hat lambda*_max {edge_ols}")
+    assert np.allclose(edge_nn, edge_ols, rtol=1e-6)

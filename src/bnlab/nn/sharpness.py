@@ -1,0 +1,126 @@
+"""BN's effective step inside networks: weight norms, effective steps and sphere sharpness for N networks at once.
+
+A weight layer whose output goes straight into BN (``bn_preceded``) leaves the loss invariant to its scale:
+L(c W) = L(W) for c > 0. Hence grad L(c W) = grad L(W) / c and Hess L(c W) = Hess L(W) / c^2, and an SGD step
+of rate lr on W moves the direction W / ||W|| as a step of rate lr / ||W||^2 on the unit sphere. So per network
+and per such layer [derived; the network analogue of the least-squares eps_hat = eps a^2 / ||w||_H^2, where the
+scale a^2 sits inside the sphere Hessian here]:
+
+- ``eff_step = lr / ||W||^2``, the step the direction takes;
+- ``sharpness``: the top eigenvalue of P Hess_W L P at the unit-norm weights, i.e. ``||W||^2 lambda_top(W)``,
+  with P = I - W W^T / ||W||^2 (the scale direction projected out: the loss does not change along it);
+- ``edge = eff_step * sharpness / 2 = lr lambda_top(W) / 2``: gradient descent on that block is stable for
+  edge < 1, and BN's self-tuning would hold it just under 1.
+
+The Hessian is of the training loss of each network with respect to that layer's weights only, the loss being the
+mean over fixed mini-batches of the batch loss with BN in training mode (batch statistics), as SGD sees it. The
+networks' parameters are disjoint, so the Hessian of the sum of the N losses is block-diagonal: one Hessian-vector
+product gives every network's block, and power iteration runs for all N at once (per-network Rayleigh quotients,
+per-network normalisation). Power iteration finds the eigenvalue of largest magnitude; networks where it is
+negative are iterated again on P H P - mu I (mu that negative value), whose top eigenvalue is lambda_max - mu.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from bnlab.nn.layers import BatchedBatchNorm
+from bnlab.nn.trainer import network_losses
+
+
+def bn_preceded(net: nn.Module) -> list[int]:
+    """Indices in ``net.layers`` of the weight layers (Linear/Conv) whose output goes straight into a BN layer."""
+    layers = list(net.layers)
+    return [
+        i
+        for i, layer in enumerate(layers[:-1])
+        if isinstance(layers[i + 1], BatchedBatchNorm) and getattr(layer, "weight", None) is not None
+    ]
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).flatten(1).sum(1)
+
+
+def _per_net(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return x.view(-1, *([1] * (like.dim() - 1)))
+
+
+def weight_norms(net: nn.Module, layers: Sequence[int]) -> torch.Tensor:
+    """||W|| per BN-preceded layer and network, (L, N): the Frobenius norm of network k's block."""
+    return torch.stack([net.layers[i].weight.detach().flatten(1).norm(dim=1) for i in layers])
+
+
+def sphere_sharpness(
+    net: nn.Module,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    loss: str,
+    layers: Sequence[int],
+    *,
+    iters: int = 30,
+    tol: float = 1e-3,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Top eigenvalue of P Hess_W L P per layer and network at the current weights, (L, N), times ||W||^2: the
+    sharpness on the unit sphere (see the module docstring). ``batches``: the (x, y) mini-batches whose mean batch
+    loss is L. Power iteration stops when every network's Rayleigh quotient moved by at most ``tol`` (relative)
+    in one iteration, or after ``iters``. The parameters and BN running statistics are left as they were."""
+    buffers = [b.detach().clone() for b in net.buffers()]
+    was_training = net.training
+    net.train()
+    weights = [net.layers[i].weight for i in layers]
+    try:
+        total = sum(network_losses(net(x), y, loss).sum() for x, y in batches) / len(batches)
+        grads = torch.autograd.grad(total, weights, create_graph=True)
+        gen = torch.Generator().manual_seed(seed)
+        out = []
+        for w, g in zip(weights, grads, strict=True):
+            top = _power_iteration(w, g, iters, tol, gen)
+            out.append(top * w.detach().flatten(1).pow(2).sum(1))
+        return torch.stack(out)
+    finally:
+        with torch.no_grad():
+            for b, saved in zip(net.buffers(), buffers, strict=True):
+                b.copy_(saved)
+        net.train(was_training)
+
+
+def _power_iteration(w: torch.Tensor, g: torch.Tensor, iters: int, tol: float, gen: torch.Generator) -> torch.Tensor:
+    """lambda_max of P H P per network (N,); H v by a double backward through ``g = dL/dW`` (graph kept)."""
+    w_hat = w.detach() / _per_net(w.detach().flatten(1).norm(dim=1), w)
+
+    def project(v: torch.Tensor) -> torch.Tensor:
+        return v - _per_net(_dot(v, w_hat), v) * w_hat
+
+    def php(v: torch.Tensor) -> torch.Tensor:
+        (hv,) = torch.autograd.grad(g, w, grad_outputs=v, retain_graph=True)
+        return project(hv)
+
+    v = _unit(project(torch.randn(w.shape, generator=gen, dtype=w.dtype).to(w.device)))
+    lam, v = _iterate(php, v, torch.zeros(w.shape[0], dtype=w.dtype, device=w.device), iters, tol)
+    shift = torch.clamp(lam, max=0.0)  # where the largest-magnitude eigenvalue is negative, look above it
+    if bool((shift < 0).any()):
+        lam, _ = _iterate(php, v, shift, iters, tol)
+        lam = lam + shift
+    return lam
+
+
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    return v / _per_net(v.flatten(1).norm(dim=1), v)
+
+
+def _iterate(php, v: torch.Tensor, shift: torch.Tensor, iters: int, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Power iteration on (P H P - shift I) from unit v: per-network Rayleigh quotients and the last vectors."""
+    lam = torch.full_like(shift, float("inf"))
+    for _ in range(iters):
+        hv = php(v) - _per_net(shift, v) * v
+        new = _dot(v, hv)
+        # NaN (a diverged network) counts as settled, so it cannot keep the others iterating.
+        settled = ~((new - lam).abs() > tol * new.abs())
+        lam, v = new, _unit(hv)
+        if bool(settled.all()):
+            break
+    return lam, v
