@@ -7,7 +7,6 @@ from torch.func import functional_call
 
 from bnlab.nn import BatchedNet
 from bnlab.nn.sharpness import bn_preceded, sphere_sharpness, weight_norms
-from bnlab.nn.trainer import network_losses
 
 
 def tiny() -> nn.Sequential:
