@@ -3,10 +3,11 @@ BNGD on the empirical moments of its data step for step, so the network half and
 compute one theory.
 
 Why the rates map one to one: with full-batch BN (biased variance, eps = 1e-30: torch refuses 0, and 1e-30 is
-below round-off of var), centred targets and beta = 0, the network's output on example i is a N_i with N_i = (x_i - mean x)^T w / ||w||_H, H = Xc^T Xc / n; its loss, the
-mean of (y_i - a N_i)^2 / 2, is exactly J(a, w) = (c - 2 a w^T g / ||w||_H + a^2) / 2 with g = Xc^T yc / n,
-c = yc^T yc / n. So SGD with rate lr on the weights and bn_lr on gamma is BNGD with eps = lr and eps_a = bn_lr.
-beta stays 0: its gradient is -(mean y - a mean N - beta) = 0 for centred y.
+below round-off of var), centred targets and beta = 0, the network's output on example i is a N_i with
+N_i = (x_i - mean x)^T w / ||w||_H, H = Xc^T Xc / n; its loss, the mean of (y_i - a N_i)^2 / 2, is exactly
+J(a, w) = (c - 2 a w^T g / ||w||_H + a^2) / 2 with g = Xc^T yc / n, c = yc^T yc / n. So SGD with rate lr on the
+weights and bn_lr on gamma is BNGD with eps = lr and eps_a = bn_lr. beta stays 0: its gradient is
+-(mean y - a mean N - beta) = 0 for centred y.
 """
 
 import numpy as np
