@@ -25,7 +25,9 @@ init. ``seeds=None`` copies the module's current parameters into every network. 
 from __future__ import annotations
 
 import copy
+import importlib.util
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -225,8 +227,8 @@ def module_output_shape(module: nn.Module, input_shape: Sequence[int]) -> tuple[
         with torch.no_grad():
             return tuple(probe(x).shape[1:])
     except Exception as exc:  # noqa: BLE001 - any failure here is a model/data mismatch: report it in one line
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BnlabError(f"the model does not accept inputs of shape {tuple(input_shape)}: {msg}") from None
+        shape = tuple(input_shape)
+        raise BnlabError(f"the model does not accept inputs of shape {shape}: {_first_line(exc)}") from None
 
 
 def load_stacked(batched: Sequence[nn.Module], source: Sequence[int], copies: Sequence[Sequence[nn.Module]]) -> None:
@@ -298,3 +300,43 @@ def from_module(
     net = BatchedNet(None, input_shape, num_classes, n, layers=batched).to(device=device, dtype=dtype)
     load_stacked(net.layers, src, [flat_layers(c) for c in copies])
     return net
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def load_factory(spec: str) -> Callable[[], nn.Sequential]:
+    """``"FILE.py:FUNCTION"`` -> a factory calling FUNCTION() (no arguments) and checking it returns a Sequential.
+
+    The file is executed as a module of its own, not registered in ``sys.modules``."""
+    file, sep, name = str(spec).rpartition(":")
+    if not sep or not file or not name.isidentifier():
+        raise BnlabError(f"a model is given as FILE.py:FUNCTION, got {spec!r}")
+    path = Path(file)
+    if not path.is_file():
+        raise BnlabError(f"model file {file} not found")
+    module_spec = importlib.util.spec_from_file_location(f"bnlab_user_model_{path.stem}", path)
+    if module_spec is None or module_spec.loader is None:
+        raise BnlabError(f"cannot import {file}: not a Python file")
+    user = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(user)
+    except Exception as exc:  # noqa: BLE001 - whatever the user's file raises is reported in one line
+        raise BnlabError(f"cannot import {file}: {_first_line(exc)}") from None
+    fn = getattr(user, name, None)
+    if not callable(fn):
+        raise BnlabError(f"{file} has no function {name!r}")
+
+    def factory() -> nn.Sequential:
+        try:
+            module = fn()
+        except Exception as exc:  # noqa: BLE001
+            raise BnlabError(f"{spec}() failed: {_first_line(exc)}") from None
+        if not isinstance(module, nn.Sequential):
+            raise BnlabError(f"{spec}() must return a torch.nn.Sequential, got {type(module).__name__}")
+        return module
+
+    factory.__name__ = name
+    return factory

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -124,3 +125,45 @@ def _iterate(php, v: torch.Tensor, shift: torch.Tensor, iters: int, tol: float) 
         if bool(settled.all()):
             break
     return lam, v
+
+
+class SharpnessTracker:
+    """A ``train(on_log=...)`` hook recording, at every logged step t, per BN-preceded layer and network:
+    ``w_norm``, ``eff_step = lr / ||W||^2`` and, when t % ``every`` == 0, ``sharpness`` (sphere) and
+    ``edge = eff_step * sharpness / 2``. State is real here (the records), hence a class.
+
+    ``lrs`` (N,): each network's weight learning rate; ``batches``: the fixed (x, y) batches of the loss.
+    """
+
+    def __init__(self, batches, loss: str, lrs, every: int, iters: int = 20, tol: float = 1e-3, seed: int = 0):
+        self.batches, self.loss, self.every = list(batches), loss, every
+        self.iters, self.tol, self.seed = iters, tol, seed
+        self.lrs = torch.as_tensor(lrs, dtype=torch.float64)
+        self.records: list[dict] = []
+
+    def __call__(self, t: int, net: nn.Module) -> None:
+        layers = bn_preceded(net)
+        norms = weight_norms(net, layers).to("cpu", torch.float64)
+        eff = self.lrs / norms**2
+        sharp = torch.full_like(eff, float("nan"))
+        if t % self.every == 0:
+            sharp = sphere_sharpness(
+                net, self.batches, self.loss, layers, iters=self.iters, tol=self.tol, seed=self.seed + t
+            )
+            sharp = sharp.detach().to("cpu", torch.float64)
+        for j, layer in enumerate(layers):
+            self.records.append(
+                {
+                    "step": t,
+                    "layer": layer,
+                    "net": range(len(self.lrs)),
+                    "w_norm": norms[j].numpy(),
+                    "eff_step": eff[j].numpy(),
+                    "sharpness": sharp[j].numpy(),
+                    "edge": (eff[j] * sharp[j] / 2).numpy(),
+                }
+            )
+
+    def frame(self) -> pd.DataFrame:
+        """One row per (step, layer, net)."""
+        return pd.concat([pd.DataFrame(r) for r in self.records], ignore_index=True)
