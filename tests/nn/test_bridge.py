@@ -94,7 +94,7 @@ def test_sharpness_of_the_bn_linear_network_is_the_effective_hessian():
         net.layers[0].weight.copy_(torch.from_numpy(traj.w_final)[:, None])
         net.layers[1].weight.copy_(torch.from_numpy(traj.a_final)[:, None])
     batch = [(torch.from_numpy(X), torch.from_numpy(y))]
-    sharp = sphere_sharpness(net, batch, "half_squared", [0], iters=2000, tol=1e-14)[0].numpy()
+    sharp = sphere_sharpness(net, batch, "half_squared", [0], iters=10)[0].numpy()
     edge_nn = eps / weight_norms(net, [0])[0].numpy() ** 2 * sharp
     edge_ols = traj.eff_step[-1] * theory.effective_extremes(problem)[0]
     print(f"lr lambda_top: network {edge_nn}, OLS eps_hat lambda*_max {edge_ols}")

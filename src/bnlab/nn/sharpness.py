@@ -15,9 +15,11 @@ scale a^2 sits inside the sphere Hessian here]:
 The Hessian is of the training loss of each network with respect to that layer's weights only, the loss being the
 mean over fixed mini-batches of the batch loss with BN in training mode (batch statistics), as SGD sees it. The
 networks' parameters are disjoint, so the Hessian of the sum of the N losses is block-diagonal: one Hessian-vector
-product gives every network's block, and power iteration runs for all N at once (per-network Rayleigh quotients,
-per-network normalisation). Power iteration finds the eigenvalue of largest magnitude; networks where it is
-negative are iterated again on P H P - mu I (mu that negative value), whose top eigenvalue is lambda_max - mu.
+product gives every network's block, and the eigen-solver runs for all N at once (per-network inner products and
+normalisation). The solver is Lanczos with full reorthogonalisation [ours, instead of power iteration]: on M5 at
+initialisation 30 power iterations stopped 12% below the top eigenvalue (eigenvalues close together), while 20
+Lanczos steps agree with a converged answer; and Lanczos returns the largest *algebraic* eigenvalue, so negative
+curvature needs no shifted second pass.
 """
 
 from __future__ import annotations
@@ -61,14 +63,13 @@ def sphere_sharpness(
     loss: str,
     layers: Sequence[int],
     *,
-    iters: int = 30,
-    tol: float = 1e-3,
+    iters: int = 20,
     seed: int = 0,
 ) -> torch.Tensor:
     """Top eigenvalue of P Hess_W L P per layer and network at the current weights, (L, N), times ||W||^2: the
     sharpness on the unit sphere (see the module docstring). ``batches``: the (x, y) mini-batches whose mean batch
-    loss is L. Power iteration stops when every network's Rayleigh quotient moved by at most ``tol`` (relative)
-    in one iteration, or after ``iters``. The parameters and BN running statistics are left as they were."""
+    loss is L; ``iters`` Lanczos steps (exact once it reaches the layer's size). The parameters and BN running
+    statistics are left as they were."""
     buffers = [b.detach().clone() for b in net.buffers()]
     was_training = net.training
     net.train()
@@ -79,7 +80,7 @@ def sphere_sharpness(
         gen = torch.Generator().manual_seed(seed)
         out = []
         for w, g in zip(weights, grads, strict=True):
-            top = _power_iteration(w, g, iters, tol, gen)
+            top = _lanczos(w, g, iters, gen)
             out.append(top * w.detach().flatten(1).pow(2).sum(1))
         return torch.stack(out)
     finally:
@@ -89,42 +90,48 @@ def sphere_sharpness(
         net.train(was_training)
 
 
-def _power_iteration(w: torch.Tensor, g: torch.Tensor, iters: int, tol: float, gen: torch.Generator) -> torch.Tensor:
-    """lambda_max of P H P per network (N,); H v by a double backward through ``g = dL/dW`` (graph kept)."""
+def _lanczos(w: torch.Tensor, g: torch.Tensor, steps: int, gen: torch.Generator) -> torch.Tensor:
+    """Largest eigenvalue of P H P on the tangent space, per network (N,): ``steps`` Lanczos steps with full
+    reorthogonalisation, all networks at once; H v by a double backward through ``g = dL/dW`` (graph kept).
+
+    T_k = Q_k^T (P H P) Q_k is tridiagonal (alpha on the diagonal, beta beside it); its top eigenvalue (a Ritz
+    value) is the estimate. The Krylov space cannot exceed the tangent space, so ``steps`` is capped at its
+    dimension, where the estimate is exact up to round-off."""
+    n = w.shape[0]
     w_hat = w.detach() / _per_net(w.detach().flatten(1).norm(dim=1), w)
+    steps = max(1, min(steps, w[0].numel() - 1))
 
     def project(v: torch.Tensor) -> torch.Tensor:
         return v - _per_net(_dot(v, w_hat), v) * w_hat
 
-    def php(v: torch.Tensor) -> torch.Tensor:
-        (hv,) = torch.autograd.grad(g, w, grad_outputs=v, retain_graph=True)
-        return project(hv)
-
     v = _unit(project(torch.randn(w.shape, generator=gen, dtype=w.dtype).to(w.device)))
-    lam, v = _iterate(php, v, torch.zeros(w.shape[0], dtype=w.dtype, device=w.device), iters, tol)
-    shift = torch.clamp(lam, max=0.0)  # where the largest-magnitude eigenvalue is negative, look above it
-    if bool((shift < 0).any()):
-        lam, _ = _iterate(php, v, shift, iters, tol)
-        lam = lam + shift
-    return lam
+    basis, alphas, betas = [], [], []
+    for k in range(steps):
+        basis.append(v)
+        (hv,) = torch.autograd.grad(g, w, grad_outputs=v, retain_graph=True)
+        r = project(hv)
+        alphas.append(_dot(v, r))
+        for _ in range(2):  # full reorthogonalisation, twice ("twice is enough"), keeps Q orthonormal in float32
+            for q in basis:
+                r = r - _per_net(_dot(q, r), r) * q
+        beta = r.flatten(1).norm(dim=1)
+        if k < steps - 1:
+            betas.append(beta)
+            # Breakdown (an invariant subspace found): continue from zero, which only adds zero rows to T.
+            v = torch.where(_per_net(beta > 0, r), r / _per_net(beta.clamp_min(torch.finfo(r.dtype).tiny), r), 0.0)
+    T = torch.diag_embed(torch.stack(alphas, 1))
+    if betas:
+        off = torch.diag_embed(torch.stack(betas, 1), offset=1)
+        T = T + off + off.transpose(1, 2)
+    top = torch.full((n,), float("nan"), dtype=w.dtype, device=w.device)
+    ok = torch.isfinite(T).flatten(1).all(1)  # a diverged network's NaNs stay its own
+    if bool(ok.any()):
+        top[ok] = torch.linalg.eigvalsh(T[ok])[:, -1]
+    return top
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
     return v / _per_net(v.flatten(1).norm(dim=1), v)
-
-
-def _iterate(php, v: torch.Tensor, shift: torch.Tensor, iters: int, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Power iteration on (P H P - shift I) from unit v: per-network Rayleigh quotients and the last vectors."""
-    lam = torch.full_like(shift, float("inf"))
-    for _ in range(iters):
-        hv = php(v) - _per_net(shift, v) * v
-        new = _dot(v, hv)
-        # NaN (a diverged network) counts as settled, so it cannot keep the others iterating.
-        settled = ~((new - lam).abs() > tol * new.abs())
-        lam, v = new, _unit(hv)
-        if bool(settled.all()):
-            break
-    return lam, v
 
 
 class SharpnessTracker:
@@ -135,9 +142,9 @@ class SharpnessTracker:
     ``lrs`` (N,): each network's weight learning rate; ``batches``: the fixed (x, y) batches of the loss.
     """
 
-    def __init__(self, batches, loss: str, lrs, every: int, iters: int = 20, tol: float = 1e-3, seed: int = 0):
+    def __init__(self, batches, loss: str, lrs, every: int, iters: int = 20, seed: int = 0):
         self.batches, self.loss, self.every = list(batches), loss, every
-        self.iters, self.tol, self.seed = iters, tol, seed
+        self.iters, self.seed = iters, seed
         self.lrs = torch.as_tensor(lrs, dtype=torch.float64)
         self.records: list[dict] = []
 
@@ -147,9 +154,7 @@ class SharpnessTracker:
         eff = self.lrs / norms**2
         sharp = torch.full_like(eff, float("nan"))
         if t % self.every == 0:
-            sharp = sphere_sharpness(
-                net, self.batches, self.loss, layers, iters=self.iters, tol=self.tol, seed=self.seed + t
-            )
+            sharp = sphere_sharpness(net, self.batches, self.loss, layers, iters=self.iters, seed=self.seed + t)
             sharp = sharp.detach().to("cpu", torch.float64)
         for j, layer in enumerate(layers):
             self.records.append(
