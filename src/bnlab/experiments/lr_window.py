@@ -131,7 +131,9 @@ def run_lr_window(
             raise BnlabError(
                 f"the model outputs {nets[name].num_classes} scores but the data has {dataset.num_classes} classes"
             )
-    out = Path(out) if out is not None else Path("bnlab-out") / "lr-window" / f"{Path(label).stem}-{dataset.name}"
+    file, _, function = label.rpartition(":")
+    name = f"{Path(file).stem}-{function}" if file else function
+    out = Path(out) if out is not None else Path("bnlab-out") / "lr-window" / f"{name}-{dataset.name}"
     configs = [NetConfig(lr=float(lr), seed=s, optimizer=optimizer) for s in range(seeds) for lr in grid]
     frames = []
     for name, net in nets.items():
