@@ -1,8 +1,6 @@
 """nn-effective-step on a small grid: the tracked quantities obey their definitions and the claims are computed."""
 
 import numpy as np
-import pytest
-import torch
 
 from bnlab.experiments import run_experiment
 
@@ -19,14 +17,6 @@ SMALL = {
     "lanczos_steps": 20,
     "n_test": 200,
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_effective_step_tracking_small_grid(tmp_path):

@@ -5,7 +5,6 @@ import textwrap
 
 import numpy as np
 import pytest
-import torch
 
 from bnlab.cli import main
 from bnlab.experiments.lr_window import parse_lrs, run_lr_window
@@ -27,14 +26,6 @@ def recurrent():
 def broken():
     raise RuntimeError("no network today")
 """
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture
