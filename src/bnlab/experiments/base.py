@@ -3,8 +3,8 @@
 An experiment module defines a config class (a :class:`ExperimentConfig`), and registers an
 :class:`Experiment` whose three functions are
 
-- ``run(config, ctx)``: compute, writing tidy tables with ``ctx.store`` (use :func:`bnlab.sweep.run_chunks`
-  for resumable chunks); it never plots;
+- ``run(config, ctx)``: compute, writing tidy tables with ``ctx.store`` (``ctx.per_chunk`` runs one resumable
+  chunk per seed or per point of any grid); it never plots;
 - ``summarise(config, tables) -> list[Claim]``: each prediction of the theory beside its measurement;
 - ``plot(config, tables, folder) -> list[Path]``: figures, from the stored tables alone.
 
@@ -13,18 +13,21 @@ Summaries and figures read only the stored tables, so a report is rebuilt withou
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bnlab.errors import BnlabError
-from bnlab.sweep import Executor, LocalExecutor, RunStore
+from bnlab.sweep import Executor, LocalExecutor, RunStore, run_chunks
 
 PROFILES = ("quick", "paper")
 # Fields that say where or how fast a run computes, not what it computes: left out of the run identity.
@@ -43,8 +46,30 @@ class ExperimentConfig(BaseModel):
         return {k: v for k, v in self.model_dump(mode="json").items() if k not in NOT_IDENTITY}
 
 
+class SeedsConfig(ExperimentConfig):
+    """Repeats: seed ``s`` draws the problem (or network); see each experiment for what it fixes."""
+
+    seeds: int = Field(3, ge=1)
+
+
+class EpsGridConfig(ExperimentConfig):
+    """The learning rates: ``num_eps`` points geometrically spaced in ``[eps_min, eps_max]``."""
+
+    eps_min: float = Field(1e-4, gt=0)
+    eps_max: float = Field(1e8, gt=0)
+    num_eps: int = Field(49, ge=3)
+
+    @property
+    def eps_grid(self) -> np.ndarray:
+        return np.geomspace(self.eps_min, self.eps_max, self.num_eps)
+
+    @property
+    def eps_range(self) -> str:
+        return f"eps in [{self.eps_min:g}, {self.eps_max:g}]"
+
+
 @dataclass(frozen=True)
-class Claim:
+class Claim:  # legacy, replaced by bnlab.experiments.claims.Claim in the full refactor of issue 7
     """One checkable statement: a predicted value beside its measurement, and whether the claim holds.
 
     ``predicted`` may be None for a qualitative claim (then ``measured`` carries the number it rests on).
@@ -81,6 +106,24 @@ class RunContext:
     executor: Executor = field(default_factory=LocalExecutor)
     progress: bool = True
 
+    def per_chunk(
+        self, config: ExperimentConfig, compute: Callable[..., pd.DataFrame], label: str = "", **axes: Iterable[Any]
+    ) -> pd.DataFrame:
+        """``compute(config, **point)`` for every point of the product of ``axes`` (e.g. ``seed=range(3)``), one
+        resumable chunk each through the store, concatenated with the point's values as columns.
+
+        ``compute`` must be module-level (executors may pickle it); it gets the validated config object itself.
+        """
+        names = list(axes)
+        points = [dict(zip(names, values, strict=True)) for values in itertools.product(*axes.values())]
+        chunks = {"-".join(f"{k}{v}" for k, v in p.items()) or "all": {"config": config, "point": p} for p in points}
+        label = label or self.store.path.parent.name
+        return run_chunks(self.store, chunks, partial(_compute_point, compute), self.executor, self.progress, label)
+
+
+def _compute_point(compute: Callable[..., pd.DataFrame], spec: Mapping[str, Any]) -> pd.DataFrame:
+    return compute(spec["config"], **spec["point"]).assign(**spec["point"])
+
 
 Tables = Mapping[str, pd.DataFrame]
 
@@ -90,7 +133,7 @@ class Experiment:
     name: str
     purpose: str
     row: str  # the paper's summary-table row (or section) this experiment speaks to
-    facts: tuple[str, ...]  # SPEC facts / experiments it reproduces, e.g. ("F1", "O1")
+    facts: tuple[str, ...]  # facts / observations it reproduces, e.g. ("F1", "O1"), defined in docs/claims.md
     config: type[ExperimentConfig]
     run: Callable[[Any, RunContext], None]
     summarise: Callable[[Any, Tables], list[Claim]]

@@ -22,7 +22,7 @@ from pydantic import Field
 from bnlab.experiments.base import Claim, Experiment, ExperimentConfig, RunContext, Tables, register
 from bnlab.experiments.plotting import BNGD_COLOUR, GD_COLOUR, new_figure, save
 from bnlab.experiments.problems import SpectrumConfig
-from bnlab.experiments.windows import gd_predicted_width, steps_frame, widths_table
+from bnlab.experiments.steps_to_tol import gd_predicted_width, steps_frame, widths_table
 from bnlab.ols import Problem
 from bnlab.sweep import run_chunks
 

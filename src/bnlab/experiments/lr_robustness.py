@@ -19,7 +19,7 @@ from pydantic import Field
 from bnlab.experiments.base import Claim, Experiment, RunContext, Tables, register
 from bnlab.experiments.plotting import BNGD_COLOUR, GD_COLOUR, THEORY_COLOUR, new_figure, save, seed_band
 from bnlab.experiments.problems import SpectrumConfig
-from bnlab.experiments.windows import gd_predicted_width, steps_frame, widths_table
+from bnlab.experiments.steps_to_tol import gd_predicted_width, steps_frame, widths_table
 from bnlab.ols import theory
 from bnlab.sweep import run_chunks
 

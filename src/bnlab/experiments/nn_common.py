@@ -20,7 +20,8 @@ from pydantic import Field, field_validator, model_validator
 
 from bnlab.experiments.base import ExperimentConfig, RunContext
 from bnlab.experiments.plotting import METHOD_COLOURS, new_figure, save
-from bnlab.nn import DATASETS, ModelSpec, NetConfig, load_dataset, lr_window_decades, train
+from bnlab.experiments.windows import accuracy_window
+from bnlab.nn import DATASETS, ModelSpec, NetConfig, load_dataset, train
 from bnlab.sweep import run_chunks
 
 ROW = "Neural networks"
@@ -140,8 +141,8 @@ def accuracy_curves(final: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
 
 
 def windows(final: pd.DataFrame, by: Sequence[str], tols: Sequence[float] = (0.01, 0.05)) -> pd.DataFrame:
-    """Width in decades of the learning-rate range whose mean test accuracy is within ``tol`` (absolute) of the
-    best, per group ``by``; plus the best accuracy and the learning rate that reached it."""
+    """Width in decades (:func:`bnlab.experiments.windows.accuracy_window`) of the learning rates whose mean test
+    accuracy is within ``tol`` (absolute) of the best, per group ``by``; plus the best accuracy and its rate."""
     curves = accuracy_curves(final, by)
     rows = []
     for key, group in curves.groupby(list(by), sort=True):
@@ -151,7 +152,7 @@ def windows(final: pd.DataFrame, by: Sequence[str], tols: Sequence[float] = (0.0
         row["best_lr"] = float(group.lr.iloc[int(np.argmax(group.score.to_numpy()))])
         row["diverged_frac"] = float(group.diverged.mean())
         for tol in tols:
-            row[f"window_{tol:g}"] = lr_window_decades(group.lr.to_numpy(), group.score.to_numpy(), tol)
+            row[f"window_{tol:g}"] = accuracy_window(group.lr.to_numpy(), group.score.to_numpy(), tol).width
         rows.append(row)
     return pd.DataFrame(rows)
 
