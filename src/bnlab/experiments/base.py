@@ -1,7 +1,9 @@
 """What an experiment is: a typed config with profiles, a computation into the store, claims, figures.
 
-An experiment module defines a config class (a :class:`ExperimentConfig`), and registers an
-:class:`Experiment` whose three functions are
+An experiment module reads top to bottom as: the claim (module docstring), the grid (a config class, a
+:class:`ExperimentConfig` whose docstring's first line is the experiment's purpose and whose ``PROFILES`` are
+its quick and paper values), the measurement and the prediction (chunk functions), the verdicts and the
+figure; it registers an :class:`Experiment` whose three functions are
 
 - ``run(config, ctx)``: compute, writing tidy tables with ``ctx.store`` (``ctx.per_chunk`` runs one resumable
   chunk per seed or per point of any grid); it never plots;
@@ -15,18 +17,18 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bnlab.errors import BnlabError
+from bnlab.experiments.claims import Claim
 from bnlab.sweep import Executor, LocalExecutor, RunStore, run_chunks
 
 PROFILES = ("quick", "paper")
@@ -38,6 +40,8 @@ class ExperimentConfig(BaseModel):
     """Base of every experiment's config: typed, immutable, unknown keys rejected."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    PROFILES: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     device: str = "cpu"
 
@@ -68,36 +72,6 @@ class EpsGridConfig(ExperimentConfig):
         return f"eps in [{self.eps_min:g}, {self.eps_max:g}]"
 
 
-@dataclass(frozen=True)
-class Claim:  # legacy, replaced by bnlab.experiments.claims.Claim in the full refactor of issue 7
-    """One checkable statement: a predicted value beside its measurement, and whether the claim holds.
-
-    ``predicted`` may be None for a qualitative claim (then ``measured`` carries the number it rests on).
-    """
-
-    claim: str
-    quantity: str
-    predicted: float | None
-    measured: float | None
-    holds: bool
-    detail: str = ""
-
-    @property
-    def rel_error(self) -> float | None:
-        if self.predicted is None or self.measured is None or self.predicted == 0:
-            return None
-        if not (math.isfinite(self.predicted) and math.isfinite(self.measured)):
-            return None
-        return abs(self.measured - self.predicted) / abs(self.predicted)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "rel_error": self.rel_error}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Claim:
-        return cls(**{k: data[k] for k in ("claim", "quantity", "predicted", "measured", "holds", "detail")})
-
-
 @dataclass
 class RunContext:
     """What ``Experiment.run`` gets besides its config."""
@@ -116,7 +90,8 @@ class RunContext:
         """
         names = list(axes)
         points = [dict(zip(names, values, strict=True)) for values in itertools.product(*axes.values())]
-        chunks = {"-".join(f"{k}{v}" for k, v in p.items()) or "all": {"config": config, "point": p} for p in points}
+        name = getattr(compute, "func", compute).__name__.strip("_")  # names the lone chunk of a grid-free run
+        chunks = {"-".join(f"{k}{v}" for k, v in p.items()) or name: {"config": config, "point": p} for p in points}
         label = label or self.store.path.parent.name
         return run_chunks(self.store, chunks, partial(_compute_point, compute), self.executor, self.progress, label)
 
@@ -131,14 +106,22 @@ Tables = Mapping[str, pd.DataFrame]
 @dataclass(frozen=True)
 class Experiment:
     name: str
-    purpose: str
     row: str  # the paper's summary-table row (or section) this experiment speaks to
     facts: tuple[str, ...]  # facts / observations it reproduces, e.g. ("F1", "O1"), defined in docs/claims.md
     config: type[ExperimentConfig]
     run: Callable[[Any, RunContext], None]
     summarise: Callable[[Any, Tables], list[Claim]]
     plot: Callable[[Any, Tables, Path], list[Path]]
-    profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def purpose(self) -> str:
+        """The first paragraph of the config class's docstring, on one line."""
+        doc = self.config.__doc__ or ""
+        return " ".join(doc.strip().split("\n\n")[0].split()).rstrip(".")
+
+    @property
+    def profiles(self) -> Mapping[str, Mapping[str, Any]]:
+        return self.config.PROFILES
 
     def resolve(self, profile: str = "quick", overrides: Mapping[str, Any] | Sequence[str] = ()) -> Any:
         """The validated config: class defaults, then the profile's values, then the overrides."""

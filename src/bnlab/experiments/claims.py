@@ -15,6 +15,7 @@ it expects to fail. Claims are built with keywords only; numbers are stored as p
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -102,17 +103,8 @@ def above(
     *, id: str, claim: str, quantity: str, measured: float, bound: float, detail: str = "", strict: bool = True
 ) -> Claim:
     """Holds when ``measured > bound`` (``>=`` unless ``strict``); ``predicted`` is the bound."""
-    m = float(measured)
-    holds = m > bound if strict else m >= bound
-    return Claim(
-        id=id,
-        claim=claim,
-        quantity=quantity,
-        predicted=bound,
-        measured=m,
-        holds=bool(holds),
-        relation=">" if strict else ">=",
-        detail=detail,
+    return _bound(
+        ">" if strict else ">=", id=id, claim=claim, quantity=quantity, measured=measured, bound=bound, detail=detail
     )
 
 
@@ -120,18 +112,17 @@ def below(
     *, id: str, claim: str, quantity: str, measured: float, bound: float, detail: str = "", strict: bool = False
 ) -> Claim:
     """Holds when ``measured <= bound`` (``<`` if ``strict``); ``predicted`` is the bound."""
-    m = float(measured)
-    holds = m < bound if strict else m <= bound
-    return Claim(
-        id=id,
-        claim=claim,
-        quantity=quantity,
-        predicted=bound,
-        measured=m,
-        holds=bool(holds),
-        relation="<" if strict else "<=",
-        detail=detail,
+    return _bound(
+        "<" if strict else "<=", id=id, claim=claim, quantity=quantity, measured=measured, bound=bound, detail=detail
     )
+
+
+_COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+
+
+def _bound(relation: str, *, bound: float, measured: float, **text: str) -> Claim:
+    m = float(measured)
+    return Claim(predicted=bound, measured=m, holds=_COMPARE[relation](m, bound), relation=relation, **text)
 
 
 def wider_than(

@@ -73,10 +73,7 @@ def seed_band(ax, frame: pd.DataFrame, x: str, y: str, colour: str, label: str, 
         ax.set_yscale("log")
 
 
-def mark_unreached(ax, frame: pd.DataFrame, x: str, y: str, at: float, colour: str, label: str) -> None:
-    """Draw the runs whose ``y`` is not finite (never reached the tolerance, or diverged) as open triangles at
-    ``at`` (above the plotted data), labelled, instead of hiding them at a silent sentinel value."""
-    missing = frame[~np.isfinite(frame[y].to_numpy(dtype=float))]
-    if len(missing):
-        xs = np.unique(missing[x].to_numpy(dtype=float))
-        ax.plot(xs, np.full(len(xs), at), "^", mfc="none", color=colour, ms=4, lw=0, label=label)
+def sentinel(ax, at: float, label: str) -> None:
+    """A labelled dotted line at ``at``, where runs without a finite value (diverged, or never reaching the
+    tolerance) are drawn: never an unlabelled stand-in value."""
+    ax.axhline(at, color="#b2182b", ls=":", lw=1, label=label)

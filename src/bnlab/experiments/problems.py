@@ -30,16 +30,21 @@ def spectrum_problem(d: int, kappa: float, spacing: Spacing, seed: int, norm: No
 
 
 class OLSConfig(ExperimentConfig):
-    """Where and how the OLS dynamics compute (neither is part of the run's identity)."""
-
-    compile: bool | Literal["auto"] = "auto"
+    """An OLS experiment: its runs start from seeded ``w0`` on the config's device."""
 
     def start(self, seed: int, norm: Norm = "gaussian", **extra: Any) -> dict[str, Any]:
         """Keyword arguments of ``gd`` / ``bngd`` (plus ``extra``) for a run from seed ``seed``'s ``w0``, on the
-        config's device; ``compile`` is added for ``bngd`` by :meth:`bn_start`."""
+        config's device."""
         return {"seed": w0_seed(seed), "w0_norm": norm, "device": self.device, **extra}
 
+
+class CompiledConfig(OLSConfig):
+    """Long BNGD runs, which may use the compiled kernel (``compile``: not part of the run's identity)."""
+
+    compile: bool | Literal["auto"] = "auto"
+
     def bn_start(self, seed: int, norm: Norm = "gaussian", **extra: Any) -> dict[str, Any]:
+        """:meth:`start` plus ``compile``, for ``bngd``."""
         return self.start(seed, norm, compile=self.compile, **extra)
 
 
@@ -51,8 +56,6 @@ class SpectrumConfig(OLSConfig):
     kappa: float = Field(100.0, ge=1)
     spacing: Spacing = "log"
     norm: Norm = "gaussian"
-
-    w0_seed = staticmethod(w0_seed)  # legacy spelling, until every experiment uses start()
 
     def problem(self, seed: int) -> Problem:
         return spectrum_problem(self.d, self.kappa, self.spacing, seed, self.norm)

@@ -5,11 +5,23 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
+from bnlab.experiments.base import EpsGridConfig, SeedsConfig
+from bnlab.experiments.problems import CompiledConfig, Norm
 from bnlab.experiments.windows import steps_window
 from bnlab.ols import Problem, bngd, gd, theory
 
 FACTORS = (2.0, 10.0)
+
+
+class StepsToTolConfig(CompiledConfig, EpsGridConfig, SeedsConfig):
+    """The grid and budget of a steps-to-tolerance sweep."""
+
+    num_eps: int = Field(73, ge=5)
+    steps: int = Field(3000, ge=10)
+    tol: float = Field(1e-6, gt=0, lt=1)
+    eps_a: float = Field(1.0, gt=0)
 
 
 def gd_predicted_width(problem: Problem, factor: float, points: int = 200_001) -> float:
@@ -22,24 +34,21 @@ def gd_predicted_width(problem: Problem, factor: float, points: int = 200_001) -
     return float(np.log10(ok.max() / ok.min()))
 
 
-def steps_frame(
-    problem: Problem, eps: np.ndarray, steps: int, tol: float, w0_norm: str, seed: int, **kw
-) -> pd.DataFrame:
-    """Steps to reach ``gap <= tol * gap_0`` (``inf`` if not within ``steps``) for GD and BNGD (``eps_a`` in
-    ``kw``, default 1) over ``eps``, from the same ``w0`` (drawn from ``seed``)."""
-    device = kw.get("device", "cpu")
-    common = {"seed": seed, "w0_norm": w0_norm, "record_every": 1, "device": device}
+def steps_frame(problem: Problem, cfg: StepsToTolConfig, seed: int, norm: Norm) -> pd.DataFrame:
+    """Steps to reach ``gap <= tol * gap_0`` (``inf`` if not within ``cfg.steps``) for GD and BNGD over the eps
+    grid, from the same ``w0`` (seed ``seed``'s, normalised by ``norm``)."""
+    eps = cfg.eps_grid
     frames = []
     for method, traj in (
-        ("gd", gd(problem, eps, steps, **common)),
-        ("bngd", bngd(problem, eps, steps, eps_a=kw.get("eps_a", 1.0), compile=kw.get("compile", "auto"), **common)),
+        ("gd", gd(problem, eps, cfg.steps, **cfg.start(seed, norm, record_every=1))),
+        ("bngd", bngd(problem, eps, cfg.steps, eps_a=cfg.eps_a, **cfg.bn_start(seed, norm, record_every=1))),
     ):
         frames.append(
             pd.DataFrame(
                 {
                     "method": method,
                     "eps": eps,
-                    "steps_to_tol": theory.steps_to_tolerance(traj.steps, traj.excess_loss, tol),
+                    "steps_to_tol": theory.steps_to_tolerance(traj.steps, traj.excess_loss, cfg.tol),
                     "final_rel_gap": traj.excess_loss[-1] / traj.excess_loss[0],
                     "diverged": traj.diverged,
                 }
