@@ -1,4 +1,4 @@
-"""The neural-network experiments (SPEC section 4): learning-rate sweeps with and without BN, and the sweeps
+"""The neural-network experiments (docs/claims.md, N1-N6): learning-rate sweeps with and without BN, and the sweeps
 beyond the plain learning rate (BN-parameter rate, weight scale, width, gamma initialisation, SGD vs Adam).
 
 Every network of a sweep sees the same mini-batches; one repeat (seed) fixes both the initial weights and the
