@@ -1,4 +1,4 @@
-"""Shared machinery of the neural-network sweeps (docs/claims.md, N1-N6): config, one chunk of training, windows, figures.
+"""Shared machinery of the network sweeps (docs/claims.md, N1-N6): config, one chunk of training, windows, figures.
 
 A chunk is one batched ``bnlab.nn.train`` call: every network of one architecture (with or without BN, one
 width) and one repeat ``seed`` (which sets both the initial weights and the batch order, as the paper's repeats
