@@ -94,6 +94,7 @@ def test_device_reaches_every_computation_and_claims_are_documented(name, tmp_pa
 
     ids = [c.id for c in out.claims]
     assert ids and len(ids) == len(set(ids)), ids
+    assert all(i.startswith(f"{name}.") for i in ids), ids  # so ids are unique across experiments too
     documented = _documented_ids()
     assert all(any(p.match(i) for p in documented) for i in ids), [
         i for i in ids if not any(p.match(i) for p in documented)

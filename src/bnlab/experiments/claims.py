@@ -5,7 +5,7 @@ a ``relation`` that says how ``measured`` is checked against ``predicted``:
 
 - ``"~"`` (:func:`close_to`): ``|measured - predicted| <= max(atol, rtol |predicted|)``;
 - ``">"`` / ``"<"`` (:func:`above`, :func:`below`): ``measured`` beyond the bound ``predicted``;
-- ``">" `` with an interval (:func:`wider_than`): a per-seed difference whose seed-bootstrap confidence interval
+- ``">"`` with an interval (:func:`wider_than`): a per-seed difference whose seed-bootstrap confidence interval
   ``[ci_low, ci_high]`` lies wholly above the margin ``predicted``.
 
 A control claim states its own expectation as ``predicted`` (a shift of 0, a deviation above 1), never the law
