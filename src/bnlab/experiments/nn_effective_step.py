@@ -37,6 +37,10 @@ OLS_EDGE_FRACTION = 0.99
 
 
 class EffectiveStepNNConfig(NNSweepConfig):
+    """BN's effective step lr/||W||^2 against the edge 2/sharpness inside a network, over lr and training."""
+
+    PROFILES = {"quick": {}, "paper": {"dataset": "mnist", "num_lr": 25, "seeds": 3}}
+
     lr_min: float = Field(1e-3, gt=0)
     lr_max: float = Field(1e3, gt=0)
     num_lr: int = Field(13, ge=5)
@@ -252,16 +256,4 @@ def _colours(n: int) -> list:
     return [colormaps["viridis"](x) for x in np.linspace(0.05, 0.9, n)]
 
 
-register(
-    Experiment(
-        name="nn-effective-step",
-        purpose="BN's effective step lr/||W||^2 against the edge 2/sharpness inside a network, over lr and training",
-        row=ROW,
-        facts=("F3", "F6", "F7", "O3"),
-        config=EffectiveStepNNConfig,
-        run=run,
-        summarise=summarise,
-        plot=plot,
-        profiles={"quick": {}, "paper": {"dataset": "mnist", "num_lr": 25, "seeds": 3}},
-    )
-)
+register(Experiment("nn-effective-step", ROW, ("N7", "F3", "F6", "F7"), EffectiveStepNNConfig, run, summarise, plot))
