@@ -28,7 +28,7 @@ def test_effective_step_tracking_small_grid(tmp_path):
     assert sorted(measured.step.unique()) == [0, 50, 100]
     assert np.allclose(measured.edge, measured.eff_step * measured.sharpness / 2)
     # Step 0: every network of a seed has the same weights, so the same sphere sharpness whatever its lr
-    # (batched power iteration, each network from its own random start).
+    # (batched Lanczos, each network from its own random start).
     first = measured[measured.step == 0]
     for _, group in first.groupby("layer"):
         assert group.sharpness.min() > 0

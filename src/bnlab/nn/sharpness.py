@@ -18,8 +18,8 @@ networks' parameters are disjoint, so the Hessian of the sum of the N losses is 
 product gives every network's block, and the eigen-solver runs for all N at once (per-network inner products and
 normalisation). The solver is Lanczos with full reorthogonalisation [ours, instead of power iteration]: on M5 at
 initialisation 30 power iterations stopped 12% below the top eigenvalue (eigenvalues close together), while 20
-Lanczos steps agree with a converged answer; and Lanczos returns the largest *algebraic* eigenvalue, so negative
-curvature needs no shifted second pass.
+Lanczos steps agree with 300 float64 steps to 1e-5 (M5 on MNIST-1D, both layers, measured); and Lanczos returns
+the largest *algebraic* eigenvalue, so negative curvature needs no shifted second pass.
 """
 
 from __future__ import annotations
