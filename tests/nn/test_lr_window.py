@@ -19,6 +19,13 @@ def mlp():
     )
 
 
+def cnn():
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Dropout(0.1), nn.Linear(64, 10),
+    )
+
+
 def recurrent():
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.LSTM(8, 8))
 
@@ -123,6 +130,12 @@ def test_user_npz_data_runs(capsys, model_file, tmp_path):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert json.loads((out / "summary.json").read_text())["data"] == "data"
+
+
+def test_a_cnn_with_dropout_on_digits_runs_in_python(model_file, tmp_path):
+    res = run_lr_window(f"{model_file}:cnn", "digits", lrs=[0.01, 0.1], seeds=2, steps=5, out=tmp_path / "o")
+    assert set(res.final.variant) == {"bn", "no-bn"} and len(res.final) == 8
+    assert res.final.test_acc.notna().all()
 
 
 def test_lr_grid_parsing():
