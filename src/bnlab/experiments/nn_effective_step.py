@@ -26,10 +26,10 @@ from pydantic import Field, model_validator
 
 from bnlab.experiments.base import Experiment, RunContext, Tables, register
 from bnlab.experiments.claims import Claim, above, below, close_to
-from bnlab.experiments.nn_common import ROW, NNSweepConfig, _dataset
+from bnlab.experiments.nn_common import ROW, NNSweepConfig, _dataset, train_chunk
 from bnlab.experiments.plotting import new_figure, save
 from bnlab.experiments.windows import accuracy_window
-from bnlab.nn import ModelSpec, NetConfig, batch_schedule, train
+from bnlab.nn import batch_schedule
 from bnlab.nn.sharpness import SharpnessTracker
 
 # Least squares (SPEC 2b, measured by bnlab): the plateau's eps_hat_inf sits at 0.99 of 2 / lambda*_max.
@@ -61,28 +61,12 @@ class EffectiveStepNNConfig(NNSweepConfig):
 def track_seed(cfg: EffectiveStepNNConfig, seed: int) -> pd.DataFrame:
     """One batched BN run over the lr grid for one seed: per (step, layer, net) the tracker's columns with the
     network's lr, loss, accuracy and diverged flag."""
-    data = _dataset(cfg.dataset, cfg.data_dir, cfg.n_test)
-    dtype = getattr(torch, cfg.dtype)
-    configs = [NetConfig(lr=float(lr), seed=seed) for lr in cfg.lrs]
-    idx = batch_schedule(len(data.x_train), cfg.batch_size, cfg.hvp_batches, 10_000 + seed)
-    d = data.to(cfg.device, dtype)
-    batches = [(d.x_train[i], d.y_train[i]) for i in idx.to(cfg.device)]
+    data = _dataset(cfg.dataset, cfg.data_dir, cfg.n_test).to(cfg.device, getattr(torch, cfg.dtype))
+    idx = batch_schedule(len(data.x_train), cfg.batch_size, cfg.hvp_batches, 10_000 + seed).to(cfg.device)
+    batches = [(data.x_train[i], data.y_train[i]) for i in idx]
     tracker = SharpnessTracker(batches, "cross_entropy", cfg.lrs, cfg.sharpness_every, cfg.lanczos_steps, seed=seed)
-    res = train(
-        ModelSpec(cfg.model, bn=True, hidden=cfg.hidden),
-        data,
-        configs,
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        log_every=cfg.log_every,
-        data_seed=seed,
-        test_size=cfg.n_test,
-        device=cfg.device,
-        dtype=dtype,
-        on_log=tracker,
-    )
-    nets = res.networks[["net", "lr"]]
-    return tracker.frame().merge(res.history, on=["net", "step"]).merge(nets, on="net")
+    history = train_chunk(cfg, [{}], False, True, cfg.hidden, seed, on_log=tracker)
+    return tracker.frame().merge(history.drop(columns="seed"), on=["net", "step"])
 
 
 def run(cfg: EffectiveStepNNConfig, ctx: RunContext) -> None:
