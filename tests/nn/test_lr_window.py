@@ -30,6 +30,10 @@ def recurrent():
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.LSTM(8, 8))
 
 
+def narrow():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 5))
+
+
 def broken():
     raise RuntimeError("no network today")
 """
@@ -108,6 +112,7 @@ def test_not_an_npz_is_one_line(capsys, model_file, tmp_path):
     [
         ("{file}:recurrent", "unsupported layer 2 LSTM"),
         ("{file}:broken", "RuntimeError: no network today"),
+        ("{file}:narrow", "outputs 5 scores but the data has 10 classes"),
         ("{file}:absent", "has no function 'absent'"),
         ("{file}", "FILE.py:FUNCTION"),
         ("{dir}/missing.py:mlp", "not found"),
