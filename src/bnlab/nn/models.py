@@ -221,6 +221,8 @@ class BatchedNet(nn.Module):
 
     def to_modules(self) -> list[nn.Sequential]:
         """Export each network as a torch.nn reference (parameters and BN running statistics copied)."""
+        if self.spec is None:
+            raise BnlabError("to_modules exports the built-in models M1-M5; this net was built from layers")
         p0 = next(self.parameters())
         out = []
         for k in range(self.n):
