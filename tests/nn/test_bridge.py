@@ -34,7 +34,7 @@ def test_bn_linear_network_follows_bngd_on_empirical_moments():
     with torch.no_grad():
         module[0].weight.copy_(torch.from_numpy(w0)[None])
         module[1].weight.fill_(a0)
-    net = BatchedNet.from_module(module, len(eps))  # no seeds: every network starts from (a0, w0)
+    net = BatchedNet.from_module(module, len(eps), loss="half_squared")  # no seeds: all start from (a0, w0)
     xt, yt = torch.from_numpy(X), torch.from_numpy(y)
     data = Dataset("bridge", xt, yt, xt, yt, 1)
     seen = []
@@ -43,14 +43,13 @@ def test_bn_linear_network_follows_bngd_on_empirical_moments():
         seen.append((model.layers[0].weight.detach()[:, 0].clone(), model.layers[1].weight.detach()[:, 0].clone()))
 
     res = train(
-        None,
+        net.spec,
         data,
         [NetConfig(lr=float(e), bn_lr=float(ea)) for e, ea in zip(eps, eps_a, strict=True)],
         steps=STEPS,
         batch_size=n,
         log_every=1,
         model=net,
-        loss="half_squared",
         on_log=record,
         dtype=torch.float64,
     )

@@ -76,7 +76,7 @@ def test_from_module_trains_like_torch_nn_copies(build, shape, twin):
     net = BatchedNet.from_module(factory, len(seeds), seeds, input_shape=shape, dtype=torch.float64)
     assert net.num_classes == 10
     res = train(
-        None,
+        net.spec,
         data,
         [NetConfig(lr=lr) for lr in lrs],
         steps=STEPS,
@@ -84,7 +84,6 @@ def test_from_module_trains_like_torch_nn_copies(build, shape, twin):
         log_every=1,
         data_seed=7,
         model=net,
-        loss="cross_entropy",
     )
     batched = torch.tensor(res.history.pivot(index="step", columns="net", values="train_loss").to_numpy())[:STEPS]
     ref = _torch_losses(factory, seeds, lrs, data)
@@ -155,3 +154,16 @@ def test_input_shape_mismatch_is_one_line():
     with pytest.raises(BnlabError, match="does not accept inputs of shape") as info:
         BatchedNet.from_module(mlp(), 2, input_shape=(7,))
     assert "\n" not in str(info.value)
+
+
+def test_a_module_net_rebuilds_from_its_spec():
+    """``type(net)(net.spec, shape, classes, k)`` builds k networks of the same architecture (how a subset of the
+    networks is taken); loaded with networks 2 and 0, it computes what they compute in the full net."""
+    net = BatchedNet.from_module(cnn(), 3, [1, 2, 3], input_shape=(1, 8, 8))
+    sub = type(net)(net.spec, net.input_shape, net.num_classes, 2)
+    index = torch.tensor([2, 0])
+    with torch.no_grad():
+        for full, part in zip(net.state_dict().values(), sub.state_dict().values(), strict=True):
+            part.copy_(full.index_select(0, index))
+    x = torch.randn(5, 1, 8, 8)
+    assert torch.allclose(sub.eval()(x), net.eval()(x)[:, index], atol=1e-6)

@@ -138,7 +138,7 @@ def run_lr_window(
     frames = []
     for name, net in nets.items():
         res = train(
-            None,
+            net.spec,
             dataset,
             configs,
             steps=steps,
@@ -147,7 +147,6 @@ def run_lr_window(
             test_size=None,
             device=device,
             model=net.to(device),
-            loss="cross_entropy",
         )
         frame = res.history.merge(res.networks[["net", "lr", "seed", "diverged_step"]], on="net")
         frames.append(frame.assign(variant=name))

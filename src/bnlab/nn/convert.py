@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,6 +36,7 @@ from torch import nn
 
 from bnlab.errors import BnlabError
 from bnlab.nn.layers import BatchedBatchNorm, BatchedConv2d, BatchedFlatten, BatchedLinear
+from bnlab.nn.models import BatchedNet
 
 ELEMENTWISE = (
     nn.ReLU,
@@ -69,7 +71,7 @@ class _BatchedLinearNoBias(BatchedLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
             return F.linear(x, self.weight.reshape(-1, self.d_in)).view(x.shape[0], self.n, self.d_out)
-        return torch.bmm(x.transpose(0, 1), self.weight.transpose(1, 2)).transpose(0, 1)
+        return torch.bmm(self.weight, x.permute(1, 2, 0)).permute(2, 0, 1)  # y_k^T = W_k x_k^T: contiguous dW
 
 
 class _BatchedConv2dGeneral(nn.Module):
@@ -267,38 +269,73 @@ def has_bn(module: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
+LOSSES = ("cross_entropy", "squared", "half_squared")
+
+
+@dataclass(frozen=True, eq=False)
+class ModuleSpec:
+    """The architecture of a ``from_module`` net, as ``ModelSpec`` is of a built-in one: the torch layers (a
+    template: their types and hyperparameters, not their weights) and the loss the trainer uses
+    (``bnlab.nn.trainer.network_losses``)."""
+
+    layers: tuple[nn.Module, ...]
+    loss: str = "cross_entropy"
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise BnlabError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+
+
+class ModuleNet(BatchedNet):
+    """A ``BatchedNet`` whose architecture is a ``ModuleSpec``: ``ModuleNet(spec, input_shape, num_classes, n)``
+    builds N networks of it (parameters uninitialised until loaded), so code that rebuilds a net from its spec
+    (e.g. to take a subset of its networks) works for both kinds."""
+
+    def __init__(self, spec: ModuleSpec, input_shape, num_classes, n: int):
+        if n < 1:
+            raise BnlabError(f"need at least one network, got {n}")
+        layers, self_source = batched_layers(spec.layers, n)
+        super().__init__(spec, input_shape, num_classes, n, layers=layers)
+        self.source = self_source  # torch layer index of each batched layer (-1: inserted)
+        # The op list the built-in nets carry, by kind only: lets callers ask e.g. whether there are convolutions.
+        self.ops = [(_op_kind(layer),) for layer in spec.layers]
+
+
+def _op_kind(layer: nn.Module) -> str:
+    kinds = {nn.Linear: "linear", nn.Conv2d: "conv", nn.BatchNorm1d: "bn", nn.BatchNorm2d: "bn", nn.Flatten: "flatten"}
+    return next((k for t, k in kinds.items() if isinstance(layer, t)), type(layer).__name__.lower())
+
+
 def from_module(
     source: ModuleSource,
     n: int,
     seeds: Sequence[int] | None = None,
     input_shape: Sequence[int] | None = None,
     *,
+    loss: str = "cross_entropy",
     dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
-):
+) -> ModuleNet:
     """``BatchedNet.from_module``: N copies of ``source`` (a Sequential or a factory returning one) as one batched
-    net. ``input_shape`` (per example), when given, is checked against the model, which must map an example to a
-    vector of class scores (then ``num_classes`` is its length). dtype/device default to the module's."""
-    from bnlab.nn.models import BatchedNet
-
+    net, trained with ``train(net.spec, ..., model=net)``. ``input_shape`` (per example), when given, is checked
+    against the model, which must map an example to a vector of scores (then ``num_classes`` is its length).
+    dtype/device default to the module's."""
     if n < 1:
         raise BnlabError(f"need at least one network, got {n}")
     copies = network_copies(source, seeds, n)
     first = copies[0]
     if not isinstance(first, nn.Module):
         raise BnlabError(f"the model factory must return a torch.nn.Sequential, got {type(first).__name__}")
-    batched, src = batched_layers(flat_layers(first), n)
-    num_classes = None
-    if input_shape is not None:
+    net = ModuleNet(ModuleSpec(tuple(copy.deepcopy(flat_layers(first))), loss), input_shape, None, n)
+    if input_shape is not None:  # after the layer check above, which names an unsupported layer first
         out_shape = module_output_shape(first, input_shape)
         if len(out_shape) != 1:
             raise BnlabError(f"the model must map each example to a vector of scores, got output shape {out_shape}")
-        num_classes = out_shape[0]
+        net.num_classes = out_shape[0]
     p0 = next(iter(first.parameters()), None)
     dtype = dtype or (p0.dtype if p0 is not None else torch.float32)
-    device = device or (p0.device if p0 is not None else "cpu")
-    net = BatchedNet(None, input_shape, num_classes, n, layers=batched).to(device=device, dtype=dtype)
-    load_stacked(net.layers, src, [flat_layers(c) for c in copies])
+    net.to(device=device or (p0.device if p0 is not None else "cpu"), dtype=dtype)
+    load_stacked(net.layers, net.source, [flat_layers(c) for c in copies])
     return net
 
 

@@ -136,14 +136,14 @@ class BatchedNet(nn.Module):
 
     def __init__(
         self,
-        spec: ModelSpec | None,
+        spec,
         input_shape: Sequence[int] | None,
         num_classes: int | None,
         n: int,
         layers: Sequence[nn.Module] | None = None,
     ):
-        """``layers``: ready batched layers (as ``from_module`` builds them) instead of ``spec``'s architecture;
-        then ``spec`` may be None, and ``input_shape`` None skips the input check."""
+        """``layers``: ready batched layers (``bnlab.nn.convert.ModuleNet`` passes them) instead of the
+        architecture of a ``ModelSpec``; ``input_shape`` None skips the input check."""
         super().__init__()
         if n < 1:
             raise BnlabError(f"need at least one network, got {n}")
@@ -210,6 +210,7 @@ class BatchedNet(nn.Module):
         n: int,
         seeds: Sequence[int] | None = None,
         input_shape: Sequence[int] | None = None,
+        loss: str = "cross_entropy",
         dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
     ) -> BatchedNet:
@@ -217,11 +218,11 @@ class BatchedNet(nn.Module):
         copy k initialised from ``seeds[k]`` (see ``bnlab.nn.convert`` for the rule and the supported layers)."""
         from bnlab.nn.convert import from_module  # the converter builds on this class
 
-        return from_module(module, n, seeds, input_shape, dtype=dtype, device=device)
+        return from_module(module, n, seeds, input_shape, loss=loss, dtype=dtype, device=device)
 
     def to_modules(self) -> list[nn.Sequential]:
         """Export each network as a torch.nn reference (parameters and BN running statistics copied)."""
-        if self.spec is None:
+        if not isinstance(self.spec, ModelSpec):
             raise BnlabError("to_modules exports the built-in models M1-M5; this net was built from layers")
         p0 = next(self.parameters())
         out = []

@@ -132,7 +132,7 @@ def _optimizer(model: BatchedNet, configs: Sequence[NetConfig]) -> BatchedOptimi
 
 
 def train(
-    spec: ModelSpec | None,
+    spec: ModelSpec,
     dataset: Dataset,
     configs: Sequence[NetConfig],
     *,
@@ -146,20 +146,17 @@ def train(
     dtype: torch.dtype = torch.float32,
     model: BatchedNet | None = None,
     eval_chunk: int = 1000,
-    loss: str | None = None,
     on_log: Callable[[int, BatchedNet], None] | None = None,
 ) -> TrainResult:
     """Train ``len(configs)`` networks of architecture ``spec`` on ``dataset`` for ``steps`` updates, batched.
 
     ``test_size``: test metrics use the first ``test_size`` examples of a ``data_seed`` permutation of the test
     set (None: all of it). ``model``: start from this batched net (e.g. ``BatchedNet.from_modules``) instead of
-    initialising from the configs' seeds; it is trained in place (then ``spec`` may be None and ``loss`` names
-    the loss, see ``network_losses``). ``on_log(t, model)`` is called at every logged step, before update t+1,
-    e.g. to measure the parameters (it must leave them and the BN statistics as it found them).
+    initialising from the configs' seeds; it is trained in place (pass ``model.spec`` as ``spec``: for a
+    ``from_module`` net its ``ModuleSpec``, which names the loss). ``on_log(t, model)`` is called at every logged
+    step, before update t+1, e.g. to measure the parameters; it must leave them and the BN statistics as it
+    found them.
     """
-    if spec is None and (model is None or loss is None):
-        raise BnlabError("without a ModelSpec, train needs model= and loss=")
-    loss = loss or spec.loss
     configs = list(configs)
     if not configs:
         raise BnlabError("need at least one network config")
@@ -197,7 +194,7 @@ def train(
         final = t == steps
         log = t % log_every == 0 or final
         if log:  # parameters after t updates, running statistics after t batches
-            test_loss, test_acc = evaluate(model, x_test, y_test, loss, eval_chunk)
+            test_loss, test_acc = evaluate(model, x_test, y_test, spec.loss, eval_chunk)
             if on_log is not None:
                 on_log(t, model)
         idx = schedule[t]
@@ -205,7 +202,7 @@ def train(
         saved = [b.clone() for b in buffers]  # BN running stats: restored for networks that fail this step
         with torch.set_grad_enabled(not final):
             logits = model(xb)
-            losses = network_losses(logits, yb, loss)
+            losses = network_losses(logits, yb, spec.loss)
         ok = alive & torch.isfinite(losses) & (losses <= max_loss)
         if log:
             logs.append((t, losses.detach().clone(), network_accuracy(logits.detach(), yb), test_loss, test_acc))
