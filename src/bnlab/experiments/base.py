@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from bnlab.errors import BnlabError
 from bnlab.sweep import Executor, LocalExecutor, RunStore
@@ -34,9 +34,20 @@ NOT_IDENTITY = frozenset({"device", "compile"})
 class ExperimentConfig(BaseModel):
     """Base of every experiment's config: typed, immutable, unknown keys rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities are never a meaningful grid value (kappa=inf would leave invalid JSON behind).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     device: str = "cpu"
+
+    @model_validator(mode="after")
+    def _ordered_ranges(self):
+        """Every ``X_min``/``X_max`` pair of fields is a range: ``X_min <= X_max``."""
+        values = dict(self)
+        for name, low in values.items():
+            high = values.get(f"{name[:-4]}_max") if name.endswith("_min") else None
+            if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low > high:
+                raise ValueError(f"{name} = {low:g} is above {name[:-4]}_max = {high:g}")
+        return self
 
     def identity(self) -> dict[str, Any]:
         """The fields that define the result (hashed into the run id)."""

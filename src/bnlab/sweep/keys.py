@@ -1,0 +1,69 @@
+"""Identities: of a run (its resolved config) and of a chunk (its own spec and the function computing it).
+
+A chunk's key is ``sha256(canonical JSON of {fn, spec minus NOT_IDENTITY, RESULTS_VERSION})``. Two runs whose
+grids share a chunk share its key, so the pool of a results folder stores it once, and growing a sweep (more
+seeds, a wider grid) or rerunning a sub-grid computes only the chunks not stored yet.
+
+The contract for a chunk spec (what an experiment passes to :func:`bnlab.sweep.run_chunks`):
+
+- it holds what determines the chunk's numbers (JSON values: numbers, strings, lists, dicts);
+- keys in ``NOT_IDENTITY`` (where or how fast it computes: ``device``, ``compile``, ``data_dir``) may appear at any
+  depth and are left out of the key;
+- a spec with a top-level ``seed`` is the work of that one seed, so the number of seeds (``seeds``, at any depth,
+  e.g. inside a config dump) is left out of its key: ``seeds=2 -> 4`` reuses seeds 0 and 1. A chunk that is not
+  per seed and depends on ``seeds`` must not carry a top-level ``seed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+# Bump when a change to the code changes the numbers a spec produces: stored chunks of the old code are then
+# not reused (their keys differ).
+RESULTS_VERSION = 2
+# Where or how fast a chunk computes, not what: never part of a key.
+NOT_IDENTITY = frozenset({"device", "compile", "data_dir"})
+# Sizes of the grid rather than a point in it: left out of a per-seed chunk's key.
+GRID_SIZE = frozenset({"seeds"})
+KEY_LENGTH = 20
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy scalar or array: its exact values, not str()
+        return obj.tolist()
+    raise TypeError(f"a chunk spec must be JSON values, not {type(obj).__name__}")
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic JSON (sorted keys, no whitespace): equal configs give equal strings."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def config_hash(config: Mapping[str, Any], length: int = 12) -> str:
+    """The first ``length`` hex digits of SHA-256 of the canonical JSON of ``config``."""
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:length]
+
+
+def _without(obj: Any, drop: frozenset[str]) -> Any:
+    if isinstance(obj, Mapping):
+        return {k: _without(v, drop) for k, v in obj.items() if k not in drop}
+    if isinstance(obj, (list, tuple)):
+        return [_without(v, drop) for v in obj]
+    return obj
+
+
+def chunk_identity(fn: Callable[..., Any], spec: Any) -> dict[str, Any]:
+    """What a chunk's key hashes: the computing function's name, the spec's identity fields, the results version."""
+    drop = NOT_IDENTITY | GRID_SIZE if isinstance(spec, Mapping) and "seed" in spec else NOT_IDENTITY
+    return {
+        "fn": f"{fn.__module__}.{fn.__qualname__}",
+        "spec": _without(spec, drop),
+        "results_version": RESULTS_VERSION,
+    }
+
+
+def chunk_key(fn: Callable[..., Any], spec: Any) -> str:
+    return config_hash(chunk_identity(fn, spec), KEY_LENGTH)
