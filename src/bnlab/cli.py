@@ -68,7 +68,9 @@ def check_out(out: Path, label: str = "--out") -> Path:
         return out
     parent = out.absolute().parent
     if not parent.is_dir():
-        raise BnlabError(f"{label} {out}: its parent {parent} {'is not a folder' if parent.exists() else 'does not exist'}")
+        raise BnlabError(
+            f"{label} {out}: its parent {parent} {'is not a folder' if parent.exists() else 'does not exist'}"
+        )
     if not os.access(parent, os.W_OK | os.X_OK):
         raise BnlabError(f"{label} {out}: its parent {parent} is not writable")
     return out
@@ -92,9 +94,7 @@ def execution_options(command):
     """Where and how runs compute: shared by ``run`` and ``reproduce``."""
     options = [
         click.option("--device", default=None, help="cpu (default) or cuda."),
-        click.option(
-            "--out", default=DEFAULT_OUT, show_default=True, callback=_writable_out, help="Results folder."
-        ),
+        click.option("--out", default=DEFAULT_OUT, show_default=True, callback=_writable_out, help="Results folder."),
         click.option(
             "--executor",
             type=click.Choice(["local", "process", "ray"]),
@@ -200,8 +200,6 @@ _NPY_MAGIC, _ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
 
 def _load_arrays(path: Path) -> np.ndarray | dict[str, np.ndarray]:
     """The array of a ``.npy`` or the arrays of a ``.npz`` (never pickled objects), read whole and checked."""
-    import zipfile
-
     try:
         with open(path, "rb") as fh:
             head = fh.read(len(_NPY_MAGIC))
@@ -217,8 +215,8 @@ def _load_arrays(path: Path) -> np.ndarray | dict[str, np.ndarray]:
             return loaded
         with loaded:
             return {k: loaded[k] for k in loaded.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise BnlabError(f"cannot read {path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - NumPy's parsers raise many types (even tokenize errors) on bad bytes
+        raise BnlabError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
 
 
 @cli.command()
@@ -367,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"error: {exc.format_message()}{ctx_hint}", err=True)
         return 2
     except BnlabError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {' '.join(str(exc).split())}", err=True)  # one line, whatever the message holds
         return 2
     return 0
 

@@ -29,6 +29,7 @@ from bnlab.sweep import Executor, LocalExecutor, RunStore
 PROFILES = ("quick", "paper")
 # Fields that say where or how fast a run computes, not what it computes: left out of the run identity.
 NOT_IDENTITY = frozenset({"device", "compile"})
+MAX_INT, MAX_SEEDS = 10**9, 10**4
 
 
 class ExperimentConfig(BaseModel):
@@ -40,9 +41,14 @@ class ExperimentConfig(BaseModel):
     device: str = "cpu"
 
     @model_validator(mode="after")
-    def _ordered_ranges(self):
-        """Every ``X_min``/``X_max`` pair of fields is a range: ``X_min <= X_max``."""
+    def _sane_values(self):
+        """Every ``X_min``/``X_max`` pair of fields is a range (``X_min <= X_max``); integers are below
+        ``MAX_INT`` and ``seeds`` (one chunk each) below ``MAX_SEEDS``: larger is a typo, not a sweep."""
         values = dict(self)
+        for name, value in values.items():
+            limit = MAX_SEEDS if name == "seeds" else MAX_INT
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > limit:
+                raise ValueError(f"{name} = {value} is beyond {limit:.0e}")
         for name, low in values.items():
             high = values.get(f"{name[:-4]}_max") if name.endswith("_min") else None
             if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low > high:

@@ -50,6 +50,7 @@ def _singularity_cause(X: np.ndarray, Xc: np.ndarray) -> str | None:
     involved = np.flatnonzero(null > 0.1 * null.max()).tolist()
     return f"columns {involved} are collinear (one is a linear combination of the others)"
 
+
 @dataclass(frozen=True, eq=False)
 class Problem:
     """An OLS problem ``J0(w) = (c - 2 w^T g + w^T H w) / 2`` with H symmetric positive definite.
@@ -118,7 +119,6 @@ class Problem:
             if cause is None:
                 raise
             raise BnlabError(f"H = Xc^T Xc / n from the data is singular: {cause}") from exc
-
 
     @classmethod
     def from_spectrum(

@@ -16,6 +16,7 @@ import pandas as pd
 from filelock import FileLock
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bnlab.errors import BnlabError
 from bnlab.sweep.executors import LocalExecutor
 from bnlab.sweep.keys import RESULTS_VERSION, chunk_key
 from bnlab.sweep.provenance import environment
@@ -47,6 +48,8 @@ def run_chunks(
     it to other processes). On a planning store (``--dry-run``) this only counts: it raises ``PlanReady`` if a
     chunk would have to be computed.
     """
+    if not chunks:
+        raise BnlabError("the grid is empty: nothing to compute (is a list in the config empty?)")
     keys = {name: chunk_key(compute, spec) for name, spec in chunks.items()}
     specs = {keys[name]: spec for name, spec in chunks.items()}
     fn_name = f"{compute.__module__}.{compute.__qualname__}"
