@@ -1,5 +1,6 @@
 """The command line: user errors are one line with exit status 2, never a traceback."""
 
+import json
 import os
 import subprocess
 import sys
@@ -181,7 +182,7 @@ def test_bad_matrix_files_are_one_line(capsys, tmp_path, name, content, message)
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
-        (["eps_min=10", "eps_max=1"], "eps_min = 10 is above eps_max = 1"),
+        (["eps_min=10", "eps_max=1"], "eps_min must be below eps_max (got 10 > 1)"),
         (["kappa=Infinity"], "kappa: Input should be a finite number"),
         (["kappa=NaN"], "kappa: Input should be a finite number"),
         (["seeds=1000000000000"], "seeds = 1000000000000 is beyond"),
@@ -355,3 +356,25 @@ def test_fuzz_random_bytes_as_matrix_and_dataset_files(capsys, tmp_path):
             code, _, err = _nn_run(capsys, out, data)
             assert_one_line_error(code, err, "")
             assert not out.exists()
+
+
+def test_a_real_ctrl_c_keeps_finished_chunks_and_says_how_to_resume(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "bnlab.cli", "run", "convergence", "--out", str(out), "--no-progress"]
+    args += ["--set", "seeds=40", "--set", "steps=400", "--set", "num_eps=33", "--set", "refine_rounds=0"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("chunks/*.parquet")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted: finished chunks are kept; run the same command again to resume"
+    assert "Traceback" not in err
+    kept = len(list(out.glob("chunks/*.parquet")))
+    assert 1 <= kept < 40 and list(out.glob("chunks/.*")) == []  # finished chunks kept, no lock left
+    run = next(out.glob("convergence/*"))
+    assert not (run / "COMPLETE").exists() and json.loads((run / "run.json").read_text())["wall_s"] > 0

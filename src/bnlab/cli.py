@@ -237,11 +237,14 @@ def reproduce(profile, only, device, out, executor, workers, ray_address, no_pro
         _check_runnable(name, get(name).resolve(profile))
     runner = make_executor(executor, ray_address, workers)
     outcomes = []
-    for name in names:
-        console.print(f"[bold]{name}[/] ({profile})")
-        outcome = run_experiment(name, out, profile=profile, device=device, executor=runner, progress=not no_progress)
-        console.print(f"  {'reused' if outcome.reused else 'computed'}: {outcome.store.path}")
-        outcomes.append(outcome)
+    with _tidy_on_failure(out):
+        for name in names:
+            console.print(f"[bold]{name}[/] ({profile})")
+            outcome = run_experiment(
+                name, out, profile=profile, device=device, executor=runner, progress=not no_progress
+            )
+            console.print(f"  {'reused' if outcome.reused else 'computed'}: run {outcome.store.run_id}")
+            outcomes.append(outcome)
     html_path, json_path = build_report(out, outcomes, profile)
     _print_verdicts(outcomes)
     console.print(f"report: {html_path}\nsummary: {json_path}")

@@ -52,7 +52,7 @@ class ExperimentConfig(BaseModel):
         for name, low in values.items():
             high = values.get(f"{name[:-4]}_max") if name.endswith("_min") else None
             if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low > high:
-                raise ValueError(f"{name} = {low:g} is above {name[:-4]}_max = {high:g}")
+                raise ValueError(f"{name} must be below {name[:-4]}_max (got {low:g} > {high:g})")
         return self
 
     def identity(self) -> dict[str, Any]:

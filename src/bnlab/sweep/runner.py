@@ -91,25 +91,27 @@ def _compute_missing(
     stored: Callable[[str], None],
 ) -> None:
     pool = store.pool
-    pending: dict[Future, tuple[str, FileLock]] = {}
+    held: dict[str, FileLock] = {}  # locks this process holds, released whatever happens
+    pending: dict[Future, str] = {}
 
     def finish(future: Future) -> None:
-        key, lock = pending.pop(future)
+        key = pending.pop(future)
         try:
             frame, provenance = future.result()
             meta = {"key": key, "fn": f"{compute.__module__}.{compute.__qualname__}", "spec": specs[key]}
             pool.write(key, frame, {**meta, **provenance, "results_version": RESULTS_VERSION})
             store.computed.append(key)
         finally:
-            pool.release(lock)
+            pool.release(held.pop(key))
         stored(key)
 
     def submit(key: str, lock: FileLock) -> None:
+        held[key] = lock
         if pool.has(key):  # written by another process since we looked
-            pool.release(lock)
+            pool.release(held.pop(key))
             stored(key)
             return
-        pending[executor.submit(_compute, compute, specs[key], store.device)] = (key, lock)
+        pending[executor.submit(_compute, compute, specs[key], store.device)] = key
         for future in [f for f in pending if f.done()]:  # the in-process executor finishes on submit
             finish(future)
 
@@ -129,7 +131,8 @@ def _compute_missing(
             while pending:
                 finish(next(iter(wait(pending).done)))
     finally:
-        for future, (_, lock) in list(pending.items()):
+        for future in pending:
             future.cancel()
+        for lock in held.values():
             pool.release(lock)
         pool.tidy()
