@@ -1,7 +1,7 @@
 """The ``bnlab`` command: a thin shell over experiments, theory, report and data.
 
-User errors (bad option, unknown experiment, invalid config or matrix) print one line and exit with status 2;
-anything else is a bug and keeps its traceback.
+User errors (bad option, unknown experiment, invalid config or matrix, a file system that refuses) print one line
+and exit with status 2; Ctrl-C exits 130 saying how to resume; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -369,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BnlabError as exc:
         click.echo(f"error: {' '.join(str(exc).split())}", err=True)  # one line, whatever the message holds
+        return 2
+    except OSError as exc:  # the file system said no (permissions, disk full, a folder removed underneath)
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"error: {exc.strerror or exc}{where}", err=True)
         return 2
     return 0
 

@@ -67,7 +67,7 @@ def environment(device: str | None = None) -> dict[str, Any]:
         "host": platform.node(),
         "pid": os.getpid(),
         "device": device,
-        "accelerator": _accelerator(device),
+        "cuda_device": _accelerator(device),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **git_state(os.getcwd()),
     }
