@@ -55,11 +55,16 @@ def _without(obj: Any, drop: frozenset[str]) -> Any:
     return obj
 
 
+def function_name(fn: Callable[..., Any]) -> str:
+    """``module.qualname``: how a chunk's computing function is named in its key and its metadata."""
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
 def chunk_identity(fn: Callable[..., Any], spec: Any) -> dict[str, Any]:
     """What a chunk's key hashes: the computing function's name, the spec's identity fields, the results version."""
     drop = NOT_IDENTITY | GRID_SIZE if isinstance(spec, Mapping) and "seed" in spec else NOT_IDENTITY
     return {
-        "fn": f"{fn.__module__}.{fn.__qualname__}",
+        "fn": function_name(fn),
         "spec": _without(spec, drop),
         "results_version": RESULTS_VERSION,
     }

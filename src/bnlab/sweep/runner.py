@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bnlab.errors import BnlabError
 from bnlab.sweep.executors import LocalExecutor
-from bnlab.sweep.keys import RESULTS_VERSION, chunk_key
+from bnlab.sweep.keys import RESULTS_VERSION, chunk_key, function_name
 from bnlab.sweep.provenance import environment
 from bnlab.sweep.store import PlanReady, RunStore
 
@@ -52,8 +52,7 @@ def run_chunks(
         raise BnlabError("the grid is empty: nothing to compute (is a list in the config empty?)")
     keys = {name: chunk_key(compute, spec) for name, spec in chunks.items()}
     specs = {keys[name]: spec for name, spec in chunks.items()}
-    fn_name = f"{compute.__module__}.{compute.__qualname__}"
-    entries = [{"label": name, "key": key, "fn": fn_name} for name, key in keys.items()]
+    entries = [{"label": name, "key": key, "fn": function_name(compute)} for name, key in keys.items()]
     missing = store.pool.missing(specs)
     if store.planning:
         store.plan.append((len(specs), len(specs) - len(missing)))
@@ -98,7 +97,7 @@ def _compute_missing(
         key = pending.pop(future)
         try:
             frame, provenance = future.result()
-            meta = {"key": key, "fn": f"{compute.__module__}.{compute.__qualname__}", "spec": specs[key]}
+            meta = {"key": key, "fn": function_name(compute), "spec": specs[key]}
             pool.write(key, frame, {**meta, **provenance, "results_version": RESULTS_VERSION})
             store.computed.append(key)
         finally:
