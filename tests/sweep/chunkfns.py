@@ -20,3 +20,16 @@ def logged(spec):
         (Path(os.environ["CHUNK_PIDS"]) / f"{spec['seed']}.pid").write_text(str(os.getpid()))
     time.sleep(float(os.environ.get("CHUNK_SLEEP", "0")))
     return pd.DataFrame({"seed": [spec["seed"]], "value": [spec["seed"] * 10.0]})
+
+
+def per_point(compute, spec):
+    """The shape of a per-point chunk as an experiment base may build it: ``{"config": model, "point": {...}}``."""
+    return compute(spec["config"], **spec["point"]).assign(**spec["point"])
+
+
+def scaled(config, seed):
+    return pd.DataFrame({"value": [config.scale * seed]})
+
+
+def shifted(config, seed):
+    return pd.DataFrame({"value": [config.scale + seed]})

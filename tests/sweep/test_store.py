@@ -8,16 +8,18 @@ import sys
 import textwrap
 import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import BaseModel, ConfigDict
 
 from bnlab import BnlabError
 from bnlab.sweep import LocalExecutor, ResultStore, chunk_key, config_hash, run_chunks
 from bnlab.sweep.files import finite_json, write_json_atomic, write_parquet_atomic
 from bnlab.sweep.provenance import git_state
-from sweep.chunkfns import logged, square  # tests/ is on the path (rootdir conftest)
+from sweep.chunkfns import logged, per_point, scaled, shifted, square  # tests/ is on the path (rootdir conftest)
 
 
 def test_config_hash_is_stable_and_order_independent():
@@ -42,6 +44,38 @@ def test_chunk_key_hashes_what_determines_the_chunk_only():
     big = np.arange(5000.0)
     assert chunk_key(square, {"eps": big}) == chunk_key(square, {"eps": big.tolist()})
     assert chunk_key(square, {"eps": big}) != chunk_key(square, {"eps": big + np.eye(1, 5000, 2500)[0]})
+
+
+class PointConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    scale: float = 2.0
+    seeds: int = 2
+    device: str = "cpu"
+
+
+def test_chunk_key_of_a_config_object_and_a_partial_over_grid_points():
+    """Specs holding the config object itself and a per-point ``partial``: keyed by value, by inner function."""
+    spec = {"config": PointConfig(), "point": {"seed": 1}}
+    key = chunk_key(partial(per_point, scaled), spec)
+    assert key == chunk_key(
+        partial(per_point, scaled), {"config": PointConfig(seeds=9, device="cuda"), "point": {"seed": 1}}
+    )
+    assert key != chunk_key(partial(per_point, shifted), spec)
+    assert key != chunk_key(partial(per_point, scaled), {"config": PointConfig(scale=3.0), "point": {"seed": 1}})
+    assert key != chunk_key(partial(per_point, scaled), {"config": PointConfig(), "point": {"seed": 2}})
+
+
+def test_extending_seeds_of_per_point_chunks_computes_only_the_new_ones(tmp_path):
+    store = ResultStore(tmp_path)
+    counts = []
+    for seeds in (2, 4):
+        cfg = PointConfig(seeds=seeds)
+        run = store.open("demo", cfg.model_dump())
+        chunks = {f"seed{s}": {"config": cfg, "point": {"seed": s}} for s in range(seeds)}
+        frame = run_chunks(run, chunks, partial(per_point, scaled), progress=False)
+        counts.append(len(run.computed))
+    assert counts == [2, 2] and frame.value.tolist() == [0.0, 2.0, 4.0, 6.0]
+    assert run.pool.provenance(run.manifest()[0]["key"])["spec"]["config"]["scale"] == 2.0
 
 
 def test_run_folder_appears_with_its_first_chunk_and_lists_its_chunks(tmp_path):

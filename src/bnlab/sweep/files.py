@@ -89,6 +89,8 @@ def _plain(obj: Any) -> Any:
         return [_plain(v) for v in obj]
     if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy scalar or array
         return _plain(obj.tolist())
+    if hasattr(obj, "model_dump"):  # a pydantic config
+        return _plain(obj.model_dump(mode="json"))
     return obj
 
 

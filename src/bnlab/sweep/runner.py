@@ -28,7 +28,7 @@ def _compute(fn: Callable[[Any], pd.DataFrame], spec: Any, device: str) -> tuple
     start = time.perf_counter()
     frame = fn(spec)
     if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"{fn.__qualname__} returned {type(frame).__name__}, not a DataFrame")
+        raise TypeError(f"{function_name(fn)} returned {type(frame).__name__}, not a DataFrame")
     return frame, {"environment": environment(device), "seconds": round(time.perf_counter() - start, 3)}
 
 
