@@ -36,7 +36,7 @@ from bnlab.nn import BatchedNet, Dataset, NetConfig, load_dataset, train, withou
 from bnlab.nn.convert import has_bn, load_factory
 from bnlab.nn.npz import load_npz
 from bnlab.nn.trainer import OPTIMIZERS
-from bnlab.sweep import RunStore
+from bnlab.sweep.files import write_json_atomic, write_parquet_atomic
 
 TOLS = (0.01, 0.05)
 DEFAULT_LRS = "1e-3:1e3:40"
@@ -154,13 +154,11 @@ def run_lr_window(
     final = history[history.step == steps].reset_index(drop=True)
     windows = window_table(final)
     claims = summarise(final, windows)
-    store = RunStore(out, {})
-    store.write_table("history", history)
-    store.write_table("final", final)
-    store.write_table("windows", windows)
+    for name, table in (("history", history), ("final", final), ("windows", windows)):
+        write_parquet_atomic(out / "tables" / f"{name}.parquet", table)
     options = {"lrs": fmt([grid[0], grid[-1], len(grid)]), "seeds": seeds, "steps": steps, "optimizer": optimizer}
-    store.write_json(
-        "summary",
+    write_json_atomic(
+        out / "summary.json",
         {
             "experiment": "lr-window",
             "model": label,
@@ -171,7 +169,7 @@ def run_lr_window(
         },
     )
     with figure_style():
-        figures = plot(final, windows, store.figures_dir(), f"{Path(label).name} on {dataset.name}")
+        figures = plot(final, windows, out / "figures", f"{Path(label).name} on {dataset.name}")
     return LRWindowResult(final, history, windows, claims, out, figures)
 
 
