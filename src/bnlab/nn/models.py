@@ -204,21 +204,13 @@ class BatchedNet(nn.Module):
         return net
 
     @classmethod
-    def from_module(
-        cls,
-        module,
-        n: int,
-        seeds: Sequence[int] | None = None,
-        input_shape: Sequence[int] | None = None,
-        loss: str = "cross_entropy",
-        dtype: torch.dtype | None = None,
-        device: str | torch.device | None = None,
-    ) -> BatchedNet:
-        """N copies of a ``torch.nn.Sequential`` (or of what a zero-argument factory returns) as one batched net;
-        copy k initialised from ``seeds[k]`` (see ``bnlab.nn.convert`` for the rule and the supported layers)."""
+    def from_module(cls, module, n: int, seeds: Sequence[int] | None = None, **options) -> BatchedNet:
+        """N copies of a ``torch.nn.Sequential`` (or of what a zero-argument factory returns) as one batched net,
+        copy k initialised from ``seeds[k]``; ``options``: ``input_shape``, ``loss``, ``dtype``, ``device``. See
+        ``bnlab.nn.convert.from_module`` for the initialisation rule and the supported layers."""
         from bnlab.nn.convert import from_module  # the converter builds on this class
 
-        return from_module(module, n, seeds, input_shape, loss=loss, dtype=dtype, device=device)
+        return from_module(module, n, seeds, **options)
 
     def to_modules(self) -> list[nn.Sequential]:
         """Export each network as a torch.nn reference (parameters and BN running statistics copied)."""
