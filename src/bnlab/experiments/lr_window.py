@@ -126,7 +126,8 @@ def run_lr_window(
     seed_of = [s for s in range(seeds) for _ in grid]
     nets = {}
     for name, src in variants.items():
-        nets[name] = BatchedNet.from_module(src, len(seed_of), seed_of, input_shape=dataset.input_shape, dtype=torch.float32)
+        shape = dataset.input_shape
+        nets[name] = BatchedNet.from_module(src, len(seed_of), seed_of, input_shape=shape, dtype=torch.float32)
         if nets[name].num_classes < dataset.num_classes:
             raise BnlabError(
                 f"the model outputs {nets[name].num_classes} scores but the data has {dataset.num_classes} classes"
