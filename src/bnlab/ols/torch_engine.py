@@ -31,7 +31,7 @@ def _tensor(arr, B: int | None, kw) -> torch.Tensor:
     arr = np.asarray(arr)
     if B is not None:
         arr = np.broadcast_to(arr, (B, *arr.shape[1:]))
-    return torch.as_tensor(np.ascontiguousarray(arr), **kw)
+    return torch.as_tensor(np.array(arr, copy=True, order="C"), **kw)  # a copy: inputs may be read-only views
 
 
 def _drive(advance, state, recorded, record, compiled: bool):
