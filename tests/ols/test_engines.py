@@ -15,7 +15,13 @@ def assert_same(fused, eager, fields, rtol=1e-12):
     np.testing.assert_array_equal(fused.steps, eager.steps)
     np.testing.assert_array_equal(fused.diverged_at, eager.diverged_at)
     for name in fields:
-        np.testing.assert_allclose(getattr(fused, name), getattr(eager, name), rtol=rtol, atol=0, err_msg=name)
+        actual, desired = getattr(fused, name), getattr(eager, name)
+        if name == "w_final":  # a vector: relative to its norm (a tiny coordinate carries the sums' round-off)
+            scale = np.linalg.norm(desired, axis=1, keepdims=True)
+            actual, desired = actual / scale, desired / scale
+            np.testing.assert_allclose(actual, desired, rtol=0, atol=rtol, err_msg=name)
+        else:
+            np.testing.assert_allclose(actual, desired, rtol=rtol, atol=0, err_msg=name)
 
 
 @pytest.fixture
@@ -116,13 +122,15 @@ def test_torch_compiled_segments_equal_eager(monkeypatch, tight_bounds):
     seed=st.integers(0, 10**6),
 )
 def test_fused_equals_eager_on_random_problems(d, runs, steps, record_every, log_eps, eps_a, seed):
+    """Random regimes, some of which amplify round-off (eps_hat above the edge for a while): the engines sum in
+    different orders, so they agree to 1e-9 here; the 1e-12 checks above pick regimes that do not amplify."""
     p = Problem.from_spectrum(d, 20.0, "log", seed=seed)
     eps = 10.0 ** np.linspace(log_eps, log_eps + 1, runs)
     assert_same(
         bngd(p, eps, steps, eps_a=eps_a, seed=seed, record_every=record_every),
         bngd(p, eps, steps, eps_a=eps_a, seed=seed, record_every=record_every, compile=False),
         BNGD_FIELDS,
-        rtol=1e-11,
+        rtol=1e-9,
     )
     assert_same(
         gd(p, eps / 20, steps, seed=seed, record_every=record_every),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+
 import numba
 import numpy as np
 
