@@ -85,9 +85,7 @@ def blowup_bounds(max_value: float) -> tuple[float, float, float, float]:
 # -- the fused loops ------------------------------------------------------------------------------------
 # Each loop takes its block width ``lanes`` as a runtime value: numba disables LLVM's SLP vectoriser, so a
 # compile-time width would be unrolled into scalar code; a runtime width keeps the inner loop a vector loop.
-def _bngd_loop(
-    lam, g, u, w0, a0, eps, eps_a, recorded, a_bound, whw_bound, lanes, out, w_final, a_final, diverged_at
-):
+def _bngd_loop(lam, g, u, w0, a0, eps, eps_a, recorded, a_bound, whw_bound, lanes, out, w_final, a_final, diverged_at):
     """BNGD for ``B`` runs (``B`` a multiple of ``lanes``); writes ``out[t, :, run]`` =
     ``(J - J*, a, ||w||, ||w||_H, eps_hat)`` at step ``recorded[t]``, the final state and ``diverged_at``."""
     d, B, dtype = lam.shape[0], w0.shape[0], w0.dtype
