@@ -156,6 +156,21 @@ class BatchedNet(nn.Module):
                 built.append(BatchedFlatten(n, shared=i == 0))
         self.layers = nn.ModuleList(built)
 
+    def largest_activation(self) -> int:
+        """Elements per example of the largest activation of one network (a conv output C*H*W, or a width)."""
+        h, w = (1, 1, *self.input_shape)[-2:]
+        size = largest = 0
+        for op in self.ops:
+            if op[0] == "conv":
+                size = op[2] * h * w
+            elif op[0] == "pool":
+                h, w = h // 2, w // 2
+                size //= 4
+            elif op[0] == "linear":
+                size = op[2]
+            largest = max(largest, size)
+        return largest
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[1:]) != self.input_shape:
             raise BnlabError(f"input shape {tuple(x.shape[1:])} does not match the model's {self.input_shape}")
@@ -188,6 +203,22 @@ class BatchedNet(nn.Module):
                     raise BnlabError(f"reference modules do not match {spec.kind} at layer {i}: {exc}") from None
                 getattr(layer, name).data.copy_(stacked.reshape(getattr(layer, name).shape))
         return net
+
+    def select(self, index: torch.Tensor) -> BatchedNet:
+        """A new batched net holding copies of networks ``index`` (parameters and BN statistics), in that order."""
+        sub = type(self)(self.spec, self.input_shape, self.num_classes, len(index))
+        p0 = next(self.parameters())
+        sub.to(device=p0.device, dtype=p0.dtype).train(self.training)
+        with torch.no_grad():
+            for mine, theirs in zip(self.state_dict().values(), sub.state_dict().values(), strict=True):
+                theirs.copy_(mine.index_select(0, index))
+        return sub
+
+    def write_back(self, index: torch.Tensor, sub: BatchedNet) -> None:
+        """Copy the networks of ``sub`` (as made by ``select(index)``) back into positions ``index``."""
+        with torch.no_grad():
+            for mine, theirs in zip(self.state_dict().values(), sub.state_dict().values(), strict=True):
+                mine.index_copy_(0, index, theirs)
 
     def to_modules(self) -> list[nn.Sequential]:
         """Export each network as a torch.nn reference (parameters and BN running statistics copied)."""
