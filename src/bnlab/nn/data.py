@@ -70,6 +70,28 @@ def _standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[torch.Tensor,
     )
 
 
+def _make_images(name: str, xtr: np.ndarray, ytr, xte: np.ndarray, yte, k: int) -> Dataset:
+    """``_make`` for uint8 images (N, C, H, W) scaled by 1/255, without float64 copies of the whole set: each
+    channel's mean and standard deviation come exactly from its histogram of the 256 byte values, and every
+    pixel is mapped through that channel's 256-entry table (v / 255 - mu_c) / sigma_c."""
+    values = np.arange(256) / 255.0
+    tables = []
+    for c in range(xtr.shape[1]):
+        counts = np.bincount(xtr[:, c].ravel(), minlength=256)
+        mu = counts @ values / counts.sum()
+        sd = np.sqrt(counts @ (values - mu) ** 2 / counts.sum()) + 1e-8
+        tables.append(((values - mu) / sd).astype(np.float32))
+
+    def standardise(x: np.ndarray) -> torch.Tensor:
+        out = np.empty(x.shape, dtype=np.float32)
+        for c, table in enumerate(tables):
+            np.take(table, x[:, c], out=out[:, c])
+        return torch.from_numpy(out)
+
+    y = (torch.as_tensor(ytr, dtype=torch.int64), torch.as_tensor(yte, dtype=torch.int64))
+    return Dataset(name, standardise(xtr), y[0], standardise(xte), y[1], k)
+
+
 def _make(name: str, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, k: int) -> Dataset:
     a, b = _standardise(xtr.astype(np.float64), xte.astype(np.float64))
     return Dataset(name, a, torch.as_tensor(ytr, dtype=torch.int64), b, torch.as_tensor(yte, dtype=torch.int64), k)
@@ -121,7 +143,7 @@ def teacher(
 def _idx_dataset(name: str, folder: Path) -> Dataset:
     xtr, ytr = read_idx_split(folder, "train")
     xte, yte = read_idx_split(folder, "t10k")
-    return _make(name, xtr[:, None] / 255.0, ytr, xte[:, None] / 255.0, yte, 10)
+    return _make_images(name, xtr[:, None], ytr, xte[:, None], yte, 10)
 
 
 EMBEDDED = ("mnist1d", "digits", "teacher")
@@ -187,7 +209,7 @@ def load_dataset(
         raise BnlabError(f"dataset {key!r} takes no options, got {sorted(options)}")
     elif key == "cifar10":
         xtr, ytr, xte, yte = read_cifar10(dataset_folder(key, data_dir))
-        ds = _make(key, xtr / 255.0, ytr, xte / 255.0, yte, 10)
+        ds = _make_images(key, xtr, ytr, xte, yte, 10)
     else:
         ds = _idx_dataset(key, dataset_folder(key, data_dir))
     for label, n in (("n_train", n_train), ("n_test", n_test)):
