@@ -156,21 +156,6 @@ class BatchedNet(nn.Module):
                 built.append(BatchedFlatten(n, shared=i == 0))
         self.layers = nn.ModuleList(built)
 
-    def largest_activation(self) -> int:
-        """Elements per example of the largest activation of one network (a conv output C*H*W, or a width)."""
-        h, w = (1, 1, *self.input_shape)[-2:]
-        size = largest = 0
-        for op in self.ops:
-            if op[0] == "conv":
-                size = op[2] * h * w
-            elif op[0] == "pool":
-                h, w = h // 2, w // 2
-                size //= 4
-            elif op[0] == "linear":
-                size = op[2]
-            largest = max(largest, size)
-        return largest
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[1:]) != self.input_shape:
             raise BnlabError(f"input shape {tuple(x.shape[1:])} does not match the model's {self.input_shape}")

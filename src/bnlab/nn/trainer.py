@@ -128,20 +128,13 @@ def _optimizer(model: BatchedNet, configs: Sequence[NetConfig]) -> BatchedOptimi
     )
 
 
-# Largest activation (bytes) one group of networks may produce on a CPU [ours, measured]: stacked CNN activations of
-# (B, N*C, H, W) beyond a few tens of MB are allocated by fresh mmap/page faults every step (glibc's mmap threshold
-# tops out at 32 MiB) and stream through memory once per op; groups that stay below it reuse warm heap memory.
-CPU_GROUP_BYTES = 16 * 2**20
-
-
-def default_group_size(model: BatchedNet, batch_size: int, device: torch.device) -> int:
-    """Networks per forward/backward pass: all of them on a GPU; on a CPU as many as keep the largest stacked
-    activation under ``CPU_GROUP_BYTES`` (M1/M3 on MNIST: one; the MLPs: all)."""
-    if device.type != "cpu":
-        return model.n
-    p0 = next(model.parameters())
-    per_net = batch_size * model.largest_activation() * p0.element_size()
-    return max(1, min(model.n, CPU_GROUP_BYTES // max(per_net, 1)))
+def default_group_size(model: BatchedNet, device: torch.device) -> int:
+    """Networks per forward/backward pass: all of them, except for CNNs on a CPU, one at a time. Measured on a
+    2-core CPU (benchmarks/nn_sweep.py): the stacked layout's grouped convolutions and (B, N*C, H, W) activations
+    made an M1 step 2x slower per network than N plain convolutions, while stacked dense layers beat per-network
+    ones (M5: 1.5-2x)."""
+    has_conv = any(op[0] == "conv" for op in model.ops)
+    return 1 if device.type == "cpu" and has_conv else model.n
 
 
 @dataclass
@@ -245,7 +238,7 @@ def train(
 
     n = model.n
     model.train()
-    work = _Workset(model, configs, group_size or default_group_size(model, batch_size, device))
+    work = _Workset(model, configs, group_size or default_group_size(model, device))
     alive = torch.ones(n, dtype=torch.bool, device=device)
     div_step = torch.full((n,), -1, dtype=torch.int64, device=device)
     nan = torch.full((n,), float("nan"), dtype=dtype, device=device)
