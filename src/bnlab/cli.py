@@ -67,7 +67,7 @@ def execution_options(command):
 
 @cli.command()
 @click.argument("name")
-@click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
+@click.option("--profile", type=click.Choice(["quick", "paper", "mnist"]), default="quick", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
 @execution_options
 def run(name, profile, overrides, device, out, executor, ray_address, no_progress) -> None:
@@ -140,7 +140,7 @@ def _load_problem(path: Path):
 
 
 @cli.command()
-@click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
+@click.option("--profile", type=click.Choice(["quick", "paper", "mnist"]), default="quick", show_default=True)
 @click.option("--only", "only", multiple=True, metavar="NAME", help="Run only this experiment (repeatable).")
 @click.option(
     "--set",
