@@ -165,7 +165,7 @@ def plot_bn_lr(cfg: BNLRConfig, tables: Tables, folder: Path) -> list[Path]:
         tables["final"],
         folder,
         "nn_bn_lr",
-        "BN-parameter learning rate",
+        f"{_model_label(cfg)} on {cfg.dataset}: BN-parameter learning rate",
         hue="bn_lr",
         hue_label="bn_lr",
         plain_once=True,
@@ -323,7 +323,9 @@ def summarise_width(cfg: WidthConfig, tables: Tables) -> list[Claim]:
 
 
 def plot_width(cfg: WidthConfig, tables: Tables, folder: Path) -> list[Path]:
-    return plot_curves(tables["final"], folder, "nn_width", "width of the hidden layer", hue="hidden", hue_label="h")
+    return plot_curves(
+        tables["final"], folder, "nn_width", f"{cfg.model} on {cfg.dataset}: hidden width", hue="hidden", hue_label="h"
+    )
 
 
 # -- gamma initialisation -----------------------------------------------------------------------------------
@@ -357,7 +359,7 @@ def plot_gamma_init(cfg: GammaInitConfig, tables: Tables, folder: Path) -> list[
         tables["final"],
         folder,
         "nn_gamma_init",
-        "gamma initialisation",
+        f"{_model_label(cfg)} on {cfg.dataset}: gamma initialisation",
         hue="gamma_init",
         hue_label="gamma0",
         plain_once=True,
@@ -405,7 +407,9 @@ def summarise_optimizer(cfg: OptimizerConfig, tables: Tables) -> list[Claim]:
 
 
 def plot_optimizer(cfg: OptimizerConfig, tables: Tables, folder: Path) -> list[Path]:
-    return plot_curves(tables["final"], folder, "nn_optimizer", "SGD vs Adam", hue="optimizer")
+    return plot_curves(
+        tables["final"], folder, "nn_optimizer", f"{_model_label(cfg)} on {cfg.dataset}: SGD vs Adam", hue="optimizer"
+    )
 
 
 register(Experiment("nn-lr", ROW, ("N1",), LRSweepConfig, run_lr, summarise_lr, plot_lr))
