@@ -247,6 +247,7 @@ def plot_weight_scale(cfg: WeightScaleConfig, tables: Tables, folder: Path) -> l
     2 log10(scale) decades, where the scaling law says each BN curve should lie."""
     final = tables["final"]
     curves = accuracy_curves(final, ["bn", "weight_scale"])
+    per_seed = accuracy_curves(final, ["bn", "weight_scale", "seed"])
     fig, axes = new_figure(ncols=2)
     colours = plt_colours(len(cfg.scales))
     for ax, bn in zip(axes, (True, False), strict=True):
@@ -254,12 +255,15 @@ def plot_weight_scale(cfg: WeightScaleConfig, tables: Tables, folder: Path) -> l
         for colour, scale in zip(colours, sorted(cfg.scales), strict=True):
             sel = curves[(curves.bn == bn) & (curves.weight_scale == scale)]
             ax.plot(sel.lr, sel.score, color=colour, marker="o", ms=2.5, lw=1.5, label=f"scale {scale:g}")
+            seeds = per_seed[(per_seed.bn == bn) & (per_seed.weight_scale == scale)].groupby("lr").score
+            ax.fill_between(seeds.min().index, seeds.min(), seeds.max(), color=colour, alpha=0.15, lw=0)
             if bn and scale != 1.0 and len(base):
                 ax.plot(base.lr * scale**2, base.score, color=colour, ls=":", lw=1.2)
         ax.set_xscale("log")
         ax.set_xlabel("learning rate of the weights")
-        ax.set_ylabel("final test accuracy (mean over seeds)")
-        ax.set_title("with BN (dotted: scale-1 curve moved by scale^2)" if bn else "without BN")
+        ax.set_ylabel("final test accuracy (mean; band: lowest to highest seed)")
+        where = f"{_model_label(cfg)} on {cfg.dataset}"
+        ax.set_title(f"{where} with BN (dotted: scale-1 curve moved by scale^2)" if bn else f"{where} without BN")
         ax.legend(fontsize=7)
     return save(fig, folder, "nn_weight_scale")
 
