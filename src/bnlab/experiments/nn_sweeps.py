@@ -261,9 +261,13 @@ def plot_weight_scale(cfg: WeightScaleConfig, tables: Tables, folder: Path) -> l
                 ax.plot(base.lr * scale**2, base.score, color=colour, ls=":", lw=1.2)
         ax.set_xscale("log")
         ax.set_xlabel("learning rate of the weights")
-        ax.set_ylabel("final test accuracy (mean; band: lowest to highest seed)")
+        ax.set_ylabel("final test accuracy (mean over seeds)")
         where = f"{_model_label(cfg)} on {cfg.dataset}"
-        ax.set_title(f"{where} with BN (dotted: scale-1 curve moved by scale^2)" if bn else f"{where} without BN")
+        ax.set_title(
+            f"{where} with BN\ndotted: the scale-1 curve moved by scale^2; bands: range over seeds"
+            if bn
+            else f"{where} without BN\nbands: range over seeds"
+        )
         ax.legend(fontsize=7)
     return save(fig, folder, "nn_weight_scale")
 
