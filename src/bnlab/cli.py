@@ -39,9 +39,9 @@ def list_experiments() -> None:
     console.print(table)
 
 
-def _print_claims(outcome) -> None:
-    table = Table("claim", "quantity", "predicted", "measured", "rel. error", "verdict", title=outcome.experiment.name)
-    for c in outcome.claims:
+def _print_claims(claims, title: str) -> None:
+    table = Table("claim", "quantity", "predicted", "measured", "rel. error", "verdict", title=title)
+    for c in claims:
         table.add_row(
             c.claim,
             c.quantity,
@@ -141,7 +141,7 @@ def run(name, profile, overrides, dry_run, device, out, executor, workers, ray_a
             executor=make_executor(executor, ray_address, workers),
             progress=not no_progress,
         )
-    _print_claims(outcome)
+    _print_claims(outcome.claims, outcome.experiment.name)
     state = "reused stored results" if outcome.reused else f"computed {len(outcome.store.computed)} chunk(s)"
     console.print(f"{state}: run {outcome.store.run_id} in {outcome.store.path}")
     for fig in outcome.figures:
@@ -358,6 +358,27 @@ def _print_verdicts(outcomes) -> None:
             console.print(f"  [red]x[/] {name}: {c.claim} ({c.quantity}: measured {measured}{predicted}; {c.detail})")
     else:
         console.print("[green bold]every claim holds[/]")
+
+
+@cli.command("lr-window")
+@click.option("--model", required=True, metavar="FILE.py:FUNCTION", help="A function returning a torch.nn.Sequential.")
+@click.option("--data", "data_name", required=True, metavar="NAME|FILE.npz", help="A bnlab dataset or an .npz file.")
+@click.option("--lrs", default="1e-3:1e3:40", show_default=True, metavar="MIN:MAX:COUNT", help="Geometric grid.")
+@click.option("--seeds", default=3, show_default=True, help="Initialisations per learning rate.")
+@click.option("--steps", default=500, show_default=True, help="SGD/Adam updates per network.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
+@click.option("--batch-size", default=100, show_default=True)
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Default: $BNLAB_DATA_DIR.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Default: bnlab-out/lr-window/MODEL-DATA.")
+def lr_window(model, data_name, lrs, seeds, steps, optimizer, batch_size, data_dir, device, out) -> None:
+    """Measure the learning-rate window of your network, with its BN and without (every rate trained in full)."""
+    from bnlab.experiments.lr_window import run_lr_window
+
+    options = {"lrs": lrs, "seeds": seeds, "steps": steps, "optimizer": optimizer, "batch_size": batch_size}
+    result = run_lr_window(model, data_name, out=out, data_dir=data_dir, device=device, **options)
+    _print_claims(result.claims, "lr-window")
+    console.print(f"tables, figure and summary.json in {result.out}")
 
 
 @cli.group()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -81,7 +81,10 @@ def batch_schedule(n_train: int, batch_size: int, n_batches: int, data_seed: int
 
 def network_losses(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
     """Mean loss per network from logits (B, N, K): cross-entropy -log softmax(z)_y, or squared loss on the
-    softmax output sum_k (softmax(z)_k - [y = k])^2 (M4) [ours: summed over classes, averaged over the batch]."""
+    softmax output sum_k (softmax(z)_k - [y = k])^2 (M4) [ours: summed over classes, averaged over the batch],
+    or ``half_squared`` regression on a scalar output (K = 1, real y): (z - y)^2 / 2, the OLS loss J."""
+    if loss == "half_squared":
+        return 0.5 * (logits[..., 0] - y.view(-1, 1)).pow(2).mean(0)
     if loss == "cross_entropy":
         logp = torch.log_softmax(logits, -1)
         return -logp.gather(-1, y.view(-1, 1, 1).expand(-1, logits.shape[1], 1)).squeeze(-1).mean(0)
@@ -133,7 +136,7 @@ def default_group_size(model: BatchedNet, device: torch.device) -> int:
     2-core CPU (benchmarks/nn_sweep.py): the stacked layout's grouped convolutions and (B, N*C, H, W) activations
     made an M1 step 2x slower per network than N plain convolutions, while stacked dense layers beat per-network
     ones (M5: 1.5-2x)."""
-    has_conv = any(op[0] == "conv" for op in model.ops)
+    has_conv = any(op[0] == "conv" for op in model.ops or ())
     return 1 if device.type == "cpu" and has_conv else model.n
 
 
@@ -200,13 +203,17 @@ def train(
     model: BatchedNet | None = None,
     eval_chunk: int = 1000,
     group_size: int | None = None,
+    on_log: Callable[[int, BatchedNet], None] | None = None,
 ) -> TrainResult:
     """Train ``len(configs)`` networks of architecture ``spec`` on ``dataset`` for ``steps`` updates, batched.
 
     ``test_size``: test metrics use the first ``test_size`` examples of a ``data_seed`` permutation of the test
     set (None: all of it). ``model``: start from this batched net (e.g. ``BatchedNet.from_modules``) instead of
-    initialising from the configs' seeds; it is trained in place. ``group_size``: networks per batched pass
-    (default ``default_group_size``); results do not depend on it beyond round-off.
+    initialising from the configs' seeds; it is trained in place (pass ``model.spec`` as ``spec``: for a
+    ``from_module`` net its ``ModuleSpec``, which names the loss). ``on_log(t, model)`` is called at every logged
+    step, before update t+1, e.g. to measure the parameters; it must leave them and the BN statistics as it
+    found them. ``group_size``: networks per batched pass (default ``default_group_size``); results do not
+    depend on it beyond round-off.
     """
     configs = list(configs)
     if not configs:
@@ -246,6 +253,9 @@ def train(
     for t in range(steps + 1):
         final = t == steps
         log = t % log_every == 0 or final
+        if log and on_log is not None:  # parameters after t updates, running statistics after t batches
+            work.write_back()  # the full model must hold every group's current state
+            on_log(t, model)
         idx = schedule[t]
         xb, yb = data.x_train[idx], data.y_train[idx]
         metrics = [nan.clone() for _ in range(4)]  # train loss, train acc, test loss, test acc; NaN if dropped
