@@ -158,7 +158,8 @@ class _Workset:
     """
 
     def __init__(self, model: BatchedNet, configs: Sequence[NetConfig], size: int):
-        self.model, self.configs, self.size = model, list(configs), size
+        self.model, self.configs = model, list(configs)
+        self.size = size if model.ops is not None else model.n
         self.adam = any(c.optimizer == "adam" for c in self.configs)
         params = _optimizer(model, configs).params if self.adam else []
         self.moments = [torch.zeros_like(p) for p in params] + [torch.zeros_like(p) for p in params]
@@ -175,6 +176,8 @@ class _Workset:
                     full.index_copy_(0, g.index, part)
 
     def repack(self, alive: torch.Tensor) -> None:
+        if self.groups and self.model.ops is None:
+            return  # a net built from bare layers cannot be subset: dead networks stay frozen in its one group
         self.write_back()
         self.groups = []
         n_groups = -(-len(alive) // self.size)
