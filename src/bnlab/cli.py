@@ -113,7 +113,7 @@ def execution_options(command):
 
 @cli.command()
 @click.argument("name")
-@click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
+@click.option("--profile", type=click.Choice(["quick", "paper", "mnist"]), default="quick", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
 @click.option("--dry-run", is_flag=True, help="Say how many chunks would be computed and how many are stored.")
 @execution_options
@@ -220,10 +220,17 @@ def _load_arrays(path: Path) -> np.ndarray | dict[str, np.ndarray]:
 
 
 @cli.command()
-@click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
+@click.option("--profile", type=click.Choice(["quick", "paper", "mnist"]), default="quick", show_default=True)
 @click.option("--only", "only", multiple=True, metavar="NAME", help="Run only this experiment (repeatable).")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="[NAME.]KEY=VALUE",
+    help="Override KEY in every experiment that has it, or only in NAME (e.g. nn-lr.steps=300).",
+)
 @execution_options
-def reproduce(profile, only, device, out, executor, workers, ray_address, no_progress) -> None:
+def reproduce(profile, only, overrides, device, out, executor, workers, ray_address, no_progress) -> None:
     """Run every experiment (or --only some) and write OUT/report.html and OUT/summary.json.
 
     Exits 0 whether or not every claim holds: a claim that does not hold is a measurement, listed at the end.
@@ -233,21 +240,55 @@ def reproduce(profile, only, device, out, executor, workers, ray_address, no_pro
     from bnlab.sweep import make_executor
 
     names = list(dict.fromkeys(only)) if only else list(REGISTRY)
-    for name in names:  # unknown names, invalid configs and missing data fail before anything runs
-        _check_runnable(name, get(name).resolve(profile))
+    for name in names:
+        get(name)  # unknown names fail first
+    per_experiment = _route_overrides(overrides, names)
+    for name in names:  # invalid configs and missing data fail before anything runs
+        _check_runnable(name, get(name).resolve(profile, per_experiment[name]))
     runner = make_executor(executor, ray_address, workers)
     outcomes = []
     with _tidy_on_failure(out):
         for name in names:
             console.print(f"[bold]{name}[/] ({profile})")
             outcome = run_experiment(
-                name, out, profile=profile, device=device, executor=runner, progress=not no_progress
+                name,
+                out,
+                profile=profile,
+                overrides=per_experiment[name],
+                device=device,
+                executor=runner,
+                progress=not no_progress,
             )
             console.print(f"  {'reused' if outcome.reused else 'computed'}: run {outcome.store.run_id}")
             outcomes.append(outcome)
     html_path, json_path = build_report(out, outcomes, profile)
     _print_verdicts(outcomes)
     console.print(f"report: {html_path}\nsummary: {json_path}")
+
+
+def _route_overrides(items, names: list[str]) -> dict[str, list[str]]:
+    """``key=value`` goes to every experiment among ``names`` whose config has ``key`` (at least one must);
+    ``name.key=value`` to experiment ``name`` only (which must be among ``names``)."""
+    from bnlab.experiments import get
+
+    routed: dict[str, list[str]] = {name: [] for name in names}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BnlabError(f"--set {item!r} is not of the form [NAME.]KEY=VALUE")
+        scope, dot, field = key.strip().rpartition(".")
+        if dot:
+            get(scope)  # an unknown experiment name: one line listing the known ones
+            if scope not in routed:
+                raise BnlabError(f"--set {item!r}: {scope} is not among the experiments being run")
+            routed[scope].append(f"{field}={value}")
+            continue
+        takers = [name for name in names if field in get(name).config.model_fields]
+        if not takers:
+            raise BnlabError(f"--set {item!r}: no experiment being run has a key {field!r}")
+        for name in takers:
+            routed[name].append(f"{field}={value}")
+    return routed
 
 
 def _check_runnable(name: str, config) -> None:
@@ -348,19 +389,43 @@ def data() -> None:
 @data.command("list")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Default: $BNLAB_DATA_DIR.")
 def data_list(data_dir) -> None:
-    """Show every dataset and whether it is available here."""
+    """Show every dataset, whether it is available here, and files that look like it but are not accepted."""
     from bnlab.nn import DATASETS, default_data_dir
-    from bnlab.nn.data import EMBEDDED, missing_files
+    from bnlab.nn.data import EMBEDDED, dataset_folder, missing_files, near_miss_files
 
     folder = Path(data_dir).expanduser() if data_dir else default_data_dir()
     table = Table("dataset", "source", "available", box=None, title=f"data folder: {folder}")
+    hints = []
     for name in DATASETS:
         if name in EMBEDDED:
             table.add_row(name, "embedded (generated locally)", "yes")
-        else:
-            present = not missing_files(name, folder)
-            table.add_row(name, f"{folder / name}", "yes" if present else f"no: bnlab data fetch {name}")
+            continue
+        missing = missing_files(name, folder)
+        table.add_row(name, str(dataset_folder(name, folder)), "yes" if not missing else f"no: {missing[0].name}")
+        if missing:
+            hints.append(f"to get {name}: bnlab data add {name} FOLDER, or bnlab data fetch {name}")
+        hints += [f"{name}: found {p} but it is not an accepted name or form" for p in near_miss_files(name, folder)]
     console.print(table)
+    for line in hints:  # plain lines: a path must not be wrapped
+        click.echo(line)
+
+
+@data.command("add")
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Default: $BNLAB_DATA_DIR.")
+def data_add(name, path, data_dir) -> None:
+    """Check your copy of NAME at PATH (structure, counts, labels, published MD5) and copy it into the data folder.
+
+    PATH: the folder with the four IDX files (mnist, fashion_mnist; official or dotted names, raw or .gz), or for
+    cifar10 the official cifar-10-python.tar.gz or its extracted batches.
+    """
+    from bnlab.nn.fetch import add
+
+    folder, notes = add(name, path, data_dir)
+    for note in notes:
+        console.print(f"note: {note}")
+    console.print(f"{name}: checked and copied to {folder}")
 
 
 @data.command("fetch")

@@ -59,7 +59,9 @@ def test_every_registered_experiment_reports_a_row():
 def test_every_experiment_takes_its_purpose_and_profiles_from_its_config():
     for exp in REGISTRY.values():
         assert exp.purpose and "\n" not in exp.purpose and not exp.purpose.endswith(".")
-        assert set(exp.profiles) == {"quick", "paper"}, exp.name
+        # mnist: the network sweeps on real MNIST (issue 9); other experiments keep quick and paper only.
+        extra = {"mnist"} if exp.name.startswith("nn-") else set()
+        assert {"quick", "paper"} <= set(exp.profiles) <= {"quick", "paper"} | extra, exp.name
 
 
 def test_chunks_carry_their_grid_point_and_a_config_object(tmp_path):
