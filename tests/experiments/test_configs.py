@@ -54,3 +54,31 @@ def test_paper_dimension_goes_to_ten_thousand_under_both_normalisations():
 def test_every_registered_experiment_reports_a_row():
     assert all(exp.row for exp in REGISTRY.values())
     assert np.all([name in REGISTRY for name in OLS])
+
+
+def test_every_experiment_takes_its_purpose_and_profiles_from_its_config():
+    for exp in REGISTRY.values():
+        assert exp.purpose and "\n" not in exp.purpose and not exp.purpose.endswith(".")
+        assert set(exp.profiles) == {"quick", "paper"}, exp.name
+
+
+def test_chunks_carry_their_grid_point_and_a_config_object(tmp_path):
+    from bnlab.experiments.base import RunContext
+    from bnlab.sweep import ResultStore
+
+    cfg = get("rate").resolve("quick")
+    store = ResultStore(tmp_path).open("probe", {"x": 1})
+    frame = RunContext(store, progress=False).per_chunk(cfg, _probe_chunk, seed=range(2), norm=("unit", "gaussian"))
+    assert list(zip(frame.seed, frame.norm, frame.steps, strict=True)) == [
+        (0, "unit", cfg.steps),
+        (0, "gaussian", cfg.steps),
+        (1, "unit", cfg.steps),
+        (1, "gaussian", cfg.steps),
+    ]
+    assert sorted(frame.chunk) == ["seed0-normgaussian", "seed0-normunit", "seed1-normgaussian", "seed1-normunit"]
+
+
+def _probe_chunk(cfg, seed, norm):
+    import pandas as pd
+
+    return pd.DataFrame({"steps": [cfg.steps]})

@@ -13,26 +13,31 @@ TINY = {"hidden": 32, "num_lr": 13, "seeds": 1, "steps": 150, "log_every": 50, "
 
 def test_lr_sweep_bn_window_is_wider_and_plain_network_diverges(tmp_path):
     out = run_experiment("nn-lr", tmp_path, overrides=TINY, progress=False)
-    bn_window, plain_diverged = out.claims
+    claims = {c.id: c for c in out.claims}
+    bn_window, plain_diverged = claims["nn-lr.bn-wider-window"], claims["nn-lr.bn-survives-large-lr"]
     final = out.store.read_table("final")
     assert len(final) == 2 * 13 and set(final.step) == {150}
     table = windows(final, ["bn"]).set_index("bn")
     assert bn_window.holds and bn_window.measured == pytest.approx(table.loc[True, "window_0.05"])
+    assert bn_window.predicted == pytest.approx(table.loc[False, "window_0.05"]) and bn_window.relation == ">"
     assert table.loc[True, "window_0.05"] > table.loc[False, "window_0.05"] + 0.1
     top = final[final.lr >= 10]
     assert top[~top.bn].diverged.all() and not top[top.bn].diverged.any()
-    assert plain_diverged.holds and plain_diverged.measured == 0.0 and "no BN: 100%" in plain_diverged.quantity
+    assert plain_diverged.holds and plain_diverged.measured == 0.0 and plain_diverged.predicted == 1.0
     assert any(p.suffix == ".png" for p in out.figures)
 
 
 def test_weight_scale_shifts_bn_curves_by_the_square(tmp_path):
     overrides = {**TINY, "scales": [0.1, 1.0, 10.0], "lr_min": 1e-4, "lr_max": 1e4, "num_lr": 17}
     out = run_experiment("nn-weight-scale", tmp_path, overrides=overrides, progress=False)
-    by_claim = {c.claim: c for c in out.claims}
+    claims = {c.id: c for c in out.claims}
     for scale, shift in ((0.1, -2.0), (10.0, 2.0)):
-        bn = next(c for name, c in by_claim.items() if name.startswith(f"BN: weights scaled by {scale:g} "))
+        bn = claims[f"nn-weight-scale.bn-shift.scale-{scale:g}"]
         assert bn.predicted == pytest.approx(shift)
         assert bn.measured == pytest.approx(shift, abs=0.5 + 1e-9) and bn.holds
+        control = claims[f"nn-weight-scale.no-bn-shift.scale-{scale:g}"]
+        assert control.predicted == 0.0  # the control states its own expectation: no shift
+        assert control.holds == (abs(control.measured) <= 0.5 + 1e-9)
 
 
 def test_curve_shift_finds_a_known_shift():

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from bnlab.errors import BnlabError
-from bnlab.nn import ModelSpec, NetConfig, load_dataset, lr_window_decades, train
+from bnlab.experiments.windows import accuracy_window
+from bnlab.nn import ModelSpec, NetConfig, load_dataset, train
 
 
 @pytest.fixture(scope="module")
@@ -67,17 +68,6 @@ def test_user_errors_are_bnlab_errors(mnist1d):
         train(ModelSpec("M2"), mnist1d, [NetConfig(lr=0.1)], steps=1, batch_size=10**6)
 
 
-def test_lr_window_decades():
-    lrs = np.logspace(-3, 3, 7)
-    acc = np.array([0.5, 0.8, 0.9, 0.88, 0.86, 0.2, np.nan])
-    assert lr_window_decades(lrs, acc, tol=0.05) == pytest.approx(2.0)  # 1e-2 .. 1e0 (0.85 cut)
-    assert lr_window_decades(lrs, acc, tol=0.05, relative=True) == pytest.approx(2.0)
-    assert lr_window_decades(lrs, acc, tol=0.5) == pytest.approx(4.0)
-    assert lr_window_decades(lrs, -acc, tol=0.05, higher_is_better=False) == pytest.approx(2.0)
-    with pytest.raises(BnlabError):
-        lr_window_decades(lrs, acc[:3])
-
-
 def test_bn_widens_the_learning_rate_window_on_mnist1d(mnist1d):
     """M5 (h = 100) on MNIST-1D, 14 rates in logspace(-3, 3) x 2 seeds, 400 steps of batch 100: the rates whose
     mean final test accuracy (full test set) is within 0.05 absolute of the best span more decades with BN."""
@@ -87,7 +77,7 @@ def test_bn_widens_the_learning_rate_window_on_mnist1d(mnist1d):
         configs = [NetConfig(lr=float(lr), seed=s) for lr in lrs for s in range(2)]
         res = train(ModelSpec("M5", bn=bn, hidden=100), mnist1d, configs, steps=400, log_every=100, test_size=None)
         acc = res.networks.groupby("lr").final_test_acc.mean()  # NaN (diverged) counts as failed
-        widths[bn] = lr_window_decades(acc.index.to_numpy(), acc.to_numpy(), tol=0.05)
+        widths[bn] = accuracy_window(acc.index.to_numpy(), acc.to_numpy(), tol=0.05).width
         best[bn] = acc.max()
         print(
             f"BN={bn}: best acc {best[bn]:.3f}, window {widths[bn]:.2f} decades,",

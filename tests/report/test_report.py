@@ -42,6 +42,16 @@ def test_page_is_self_contained_with_every_figure_embedded(reproduced):
     assert 'id="verdicts"' in page and "Convergence" in page and "Robustness to learning rate" in page
 
 
+def test_figures_are_shown_at_their_natural_size_and_tables_scroll(reproduced):
+    _, outcomes, html, _ = reproduced
+    page = html.read_text()
+    png = next(p for o in outcomes for p in o.figures if p.suffix == ".png")
+    width = int.from_bytes(png.read_bytes()[16:20], "big")
+    assert f'width="{width // 2}"' in page  # written at 2x the CSS pixel density: shown at half, never upscaled
+    assert "figure img { width: 100%" not in page and "max-width: 100%" in page
+    assert page.count("<table") == page.count('<div class="scroll">')  # every table inside a scroller
+
+
 def test_json_summary_has_verdicts_and_numbers(reproduced):
     _, outcomes, _, summary = reproduced
     data = json.loads(summary.read_text())
@@ -49,7 +59,10 @@ def test_json_summary_has_verdicts_and_numbers(reproduced):
     for row in data["rows"]:
         assert isinstance(row["reproduced"], bool) and row["claims_total"] >= 1
     claims = [c for e in data["experiments"] for c in e["claims"]]
-    assert claims and all({"predicted", "measured", "rel_error", "holds"} <= set(c) for c in claims)
+    fields = {"id", "claim", "quantity", "predicted", "measured", "rel_error", "holds", "ci_low", "ci_high"}
+    assert claims and all(fields <= set(c) for c in claims)
+    assert len({c["id"] for c in claims}) == len(claims)
+    assert not any("np." in c["claim"] + c["quantity"] + c["detail"] for c in claims)
     assert data["profile"] == "quick"
     assert all(e["environment"].get("python") for e in data["experiments"])
 
@@ -62,6 +75,11 @@ def test_markdown_verdicts_mirror_the_summary(reproduced):
     assert text.count("\n| ") == len(data["rows"]) + len(claims) + 2  # two header rows
     for row in data["rows"]:
         assert f"| {row['row']} |" in text and f"({row['claims_held']}/{row['claims_total']} claims)" in text
+    # ``||w||`` stays itself (pipes escaped, GitHub renders \| as |), never //w//; every claim by its id.
+    assert "//w" not in text and "\\|\\|w_{k+1}\\|\\|^2" in text
+    assert all(f"`{c['id']}`" in text for c in claims)
+    # A bound shows its relation as the prediction: the GD control of the scaling law expects a deviation > 1.
+    assert "| > 1 |" in text
 
 
 def test_report_rebuilds_from_the_store_without_recomputing(reproduced, monkeypatch):
@@ -108,7 +126,7 @@ def test_rows_follow_the_papers_order_and_unknown_rows_come_last():
     class Fake:
         def __init__(self, name, row, holds):
             self.experiment = type("E", (), {"name": name, "row": row})()
-            self.claims = [Claim("c", "q", 1.0, 1.0, holds)]
+            self.claims = [Claim(id="c", claim="c", quantity="q", predicted=1.0, measured=1.0, holds=holds)]
 
     outcomes = [Fake("n", "Neural networks", True), Fake("d", ROW_ORDER[3], False), Fake("c", ROW_ORDER[0], True)]
     rows = row_verdicts(outcomes)

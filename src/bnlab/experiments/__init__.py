@@ -11,7 +11,8 @@ from bnlab.experiments import (  # noqa: F401  (registers)
     rate,
     scaling_law,
 )
-from bnlab.experiments.base import REGISTRY, Claim, Experiment, ExperimentConfig, RunContext, get, register
+from bnlab.experiments.base import REGISTRY, Experiment, ExperimentConfig, RunContext, get, register
+from bnlab.experiments.claims import Claim, above, below, close_to, wider_than
 from bnlab.experiments.runner import Outcome, load_outcome, run_experiment
 
 __all__ = [
@@ -20,9 +21,13 @@ __all__ = [
     "Experiment",
     "ExperimentConfig",
     "Outcome",
+    "above",
+    "below",
+    "close_to",
     "RunContext",
     "get",
     "load_outcome",
     "register",
     "run_experiment",
+    "wider_than",
 ]

@@ -1,10 +1,12 @@
 """What an experiment is: a typed config with profiles, a computation into the store, claims, figures.
 
-An experiment module defines a config class (a :class:`ExperimentConfig`), and registers an
-:class:`Experiment` whose three functions are
+An experiment module reads top to bottom as: the claim (module docstring), the grid (a config class, a
+:class:`ExperimentConfig` whose docstring's first line is the experiment's purpose and whose ``PROFILES`` are
+its quick and paper values), the measurement and the prediction (chunk functions), the verdicts and the
+figure; it registers an :class:`Experiment` whose three functions are
 
-- ``run(config, ctx)``: compute, writing tidy tables with ``ctx.store`` (use :func:`bnlab.sweep.run_chunks`
-  for resumable chunks); it never plots;
+- ``run(config, ctx)``: compute, writing tidy tables with ``ctx.store`` (``ctx.per_chunk`` runs one resumable
+  chunk per seed or per point of any grid); it never plots;
 - ``summarise(config, tables) -> list[Claim]``: each prediction of the theory beside its measurement;
 - ``plot(config, tables, folder) -> list[Path]``: figures, from the stored tables alone.
 
@@ -13,18 +15,21 @@ Summaries and figures read only the stored tables, so a report is rebuilt withou
 
 from __future__ import annotations
 
+import itertools
 import json
-import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bnlab.errors import BnlabError
-from bnlab.sweep import Executor, LocalExecutor, RunStore
+from bnlab.experiments.claims import Claim
+from bnlab.sweep import Executor, LocalExecutor, RunStore, run_chunks
 
 PROFILES = ("quick", "paper")
 # Fields that say where or how fast a run computes, not what it computes: left out of the run identity.
@@ -36,6 +41,8 @@ class ExperimentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    PROFILES: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+
     device: str = "cpu"
 
     def identity(self) -> dict[str, Any]:
@@ -43,34 +50,26 @@ class ExperimentConfig(BaseModel):
         return {k: v for k, v in self.model_dump(mode="json").items() if k not in NOT_IDENTITY}
 
 
-@dataclass(frozen=True)
-class Claim:
-    """One checkable statement: a predicted value beside its measurement, and whether the claim holds.
+class SeedsConfig(ExperimentConfig):
+    """Repeats: seed ``s`` draws the problem (or network); see each experiment for what it fixes."""
 
-    ``predicted`` may be None for a qualitative claim (then ``measured`` carries the number it rests on).
-    """
+    seeds: int = Field(3, ge=1)
 
-    claim: str
-    quantity: str
-    predicted: float | None
-    measured: float | None
-    holds: bool
-    detail: str = ""
+
+class EpsGridConfig(ExperimentConfig):
+    """The learning rates: ``num_eps`` points geometrically spaced in ``[eps_min, eps_max]``."""
+
+    eps_min: float = Field(1e-4, gt=0)
+    eps_max: float = Field(1e8, gt=0)
+    num_eps: int = Field(49, ge=3)
 
     @property
-    def rel_error(self) -> float | None:
-        if self.predicted is None or self.measured is None or self.predicted == 0:
-            return None
-        if not (math.isfinite(self.predicted) and math.isfinite(self.measured)):
-            return None
-        return abs(self.measured - self.predicted) / abs(self.predicted)
+    def eps_grid(self) -> np.ndarray:
+        return np.geomspace(self.eps_min, self.eps_max, self.num_eps)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "rel_error": self.rel_error}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Claim:
-        return cls(**{k: data[k] for k in ("claim", "quantity", "predicted", "measured", "holds", "detail")})
+    @property
+    def eps_range(self) -> str:
+        return f"eps in [{self.eps_min:g}, {self.eps_max:g}]"
 
 
 @dataclass
@@ -81,6 +80,25 @@ class RunContext:
     executor: Executor = field(default_factory=LocalExecutor)
     progress: bool = True
 
+    def per_chunk(
+        self, config: ExperimentConfig, compute: Callable[..., pd.DataFrame], label: str = "", **axes: Iterable[Any]
+    ) -> pd.DataFrame:
+        """``compute(config, **point)`` for every point of the product of ``axes`` (e.g. ``seed=range(3)``), one
+        resumable chunk each through the store, concatenated with the point's values as columns.
+
+        ``compute`` must be module-level (executors may pickle it); it gets the validated config object itself.
+        """
+        names = list(axes)
+        points = [dict(zip(names, values, strict=True)) for values in itertools.product(*axes.values())]
+        name = getattr(compute, "func", compute).__name__.strip("_")  # names the lone chunk of a grid-free run
+        chunks = {"-".join(f"{k}{v}" for k, v in p.items()) or name: {"config": config, "point": p} for p in points}
+        label = label or self.store.path.parent.name
+        return run_chunks(self.store, chunks, partial(_compute_point, compute), self.executor, self.progress, label)
+
+
+def _compute_point(compute: Callable[..., pd.DataFrame], spec: Mapping[str, Any]) -> pd.DataFrame:
+    return compute(spec["config"], **spec["point"]).assign(**spec["point"])
+
 
 Tables = Mapping[str, pd.DataFrame]
 
@@ -88,14 +106,22 @@ Tables = Mapping[str, pd.DataFrame]
 @dataclass(frozen=True)
 class Experiment:
     name: str
-    purpose: str
     row: str  # the paper's summary-table row (or section) this experiment speaks to
-    facts: tuple[str, ...]  # SPEC facts / experiments it reproduces, e.g. ("F1", "O1")
+    facts: tuple[str, ...]  # facts / observations it reproduces, e.g. ("F1", "O1"), defined in docs/claims.md
     config: type[ExperimentConfig]
     run: Callable[[Any, RunContext], None]
     summarise: Callable[[Any, Tables], list[Claim]]
     plot: Callable[[Any, Tables, Path], list[Path]]
-    profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def purpose(self) -> str:
+        """The first paragraph of the config class's docstring, on one line."""
+        doc = self.config.__doc__ or ""
+        return " ".join(doc.strip().split("\n\n")[0].split()).rstrip(".")
+
+    @property
+    def profiles(self) -> Mapping[str, Mapping[str, Any]]:
+        return self.config.PROFILES
 
     def resolve(self, profile: str = "quick", overrides: Mapping[str, Any] | Sequence[str] = ()) -> Any:
         """The validated config: class defaults, then the profile's values, then the overrides."""

@@ -13,67 +13,39 @@ are rotation-equivariant and u, w0 isotropic, so the measured quantities have th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from bnlab.experiments.base import Claim, Experiment, ExperimentConfig, RunContext, Tables, register
+from bnlab.experiments.base import Experiment, RunContext, Tables, register
+from bnlab.experiments.claims import Claim, wider_than
 from bnlab.experiments.plotting import BNGD_COLOUR, GD_COLOUR, new_figure, save
-from bnlab.experiments.problems import SpectrumConfig
-from bnlab.experiments.windows import gd_predicted_width, steps_frame, widths_table
-from bnlab.ols import Problem
-from bnlab.sweep import run_chunks
-
-Norm = Literal["gaussian", "unit"]
+from bnlab.experiments.problems import Norm, Spacing, spectrum_problem
+from bnlab.experiments.steps_to_tol import StepsToTolConfig, gd_predicted_width, steps_frame, widths_table
 
 
-class DimensionConfig(ExperimentConfig):
+class DimensionConfig(StepsToTolConfig):
+    """Learning-rate windows (decades) per dimension d, with unit-norm and Gaussian u, w0."""
+
+    PROFILES = {"quick": {}, "paper": {"dims": [10, 100, 1000, 10000], "num_eps": 241, "seeds": 5}}
+
     dims: tuple[int, ...] = (10, 100, 1000)
     norms: tuple[Norm, ...] = ("unit", "gaussian")
     kappa: float = Field(100.0, ge=1)
-    spacing: Literal["linear", "log"] = "linear"
-    eps_min: float = Field(1e-4, gt=0)
-    eps_max: float = Field(1e8, gt=0)
-    num_eps: int = Field(73, ge=5)
-    steps: int = Field(3000, ge=10)
-    tol: float = Field(1e-6, gt=0, lt=1)
-    seeds: int = Field(3, ge=1)
-    eps_a: float = Field(1.0, gt=0)
-    rotate_max_d: int = Field(1000, ge=1)  # Haar-rotated problems up to this d, eigenbasis (Q = I) beyond
+    spacing: Spacing = "linear"
     gd_spread_decades: float = Field(0.25, gt=0)  # "no effect": GD's window varies less than this over d
-    compile: bool | Literal["auto"] = "auto"
 
 
-def _chunk(spec: dict) -> pd.DataFrame:
-    cfg = DimensionConfig(**spec["config"])
-    d, norm, seed = spec["d"], spec["norm"], spec["seed"]
-    problem = Problem.from_spectrum(d, cfg.kappa, cfg.spacing, seed=seed, u_norm=norm, rotate=d <= cfg.rotate_max_d)
-    eps = np.geomspace(cfg.eps_min, cfg.eps_max, cfg.num_eps)
-    frame = steps_frame(
-        problem,
-        eps,
-        cfg.steps,
-        cfg.tol,
-        norm,
-        SpectrumConfig.w0_seed(seed),
-        eps_a=cfg.eps_a,
-        device=cfg.device,
-        compile=cfg.compile,
-    )
+def _chunk(cfg: DimensionConfig, norm: Norm, d: int, seed: int) -> pd.DataFrame:
+    problem = spectrum_problem(d, cfg.kappa, cfg.spacing, seed, norm)
+    frame = steps_frame(problem, cfg, seed, norm)
     frame["gd_width_10x_predicted"] = gd_predicted_width(problem, 10.0)
-    return frame.assign(d=d, norm=norm, seed=seed)
+    return frame
 
 
 def run(cfg: DimensionConfig, ctx: RunContext) -> None:
-    chunks = {
-        f"{norm}-d{d}-seed{s}": {"config": cfg.model_dump(), "d": d, "norm": norm, "seed": s}
-        for norm in cfg.norms
-        for d in cfg.dims
-        for s in range(cfg.seeds)
-    }
-    steps = run_chunks(ctx.store, chunks, _chunk, ctx.executor, ctx.progress, "dimension")
+    steps = ctx.per_chunk(cfg, _chunk, norm=cfg.norms, d=cfg.dims, seed=range(cfg.seeds))
     ctx.store.write_table("steps", steps)
     ctx.store.write_table("windows", widths_table(steps, ["norm", "d"]))
 
@@ -83,33 +55,37 @@ def _medians(windows: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarise(cfg: DimensionConfig, tables: Tables) -> list[Claim]:
-    med = _medians(tables["windows"])
+    windows = tables["windows"]
+    med = _medians(windows)
     predicted = tables["steps"].groupby(["norm", "d"]).gd_width_10x_predicted.median()
     d_lo, d_hi = min(cfg.dims), max(cfg.dims)
     claims = []
     for norm in cfg.norms:
         bn, gd_ = med.loc[(norm, "bngd")], med.loc[(norm, "gd")]
         per_d = ", ".join(f"d={d}: {bn.width_10x[d]:.2f} (span {bn.span_10x[d]:.2f})" for d in cfg.dims)
+        bn_seeds = windows[(windows.norm == norm) & (windows.method == "bngd")]
         claims.append(
-            Claim(
-                f"BNGD's 10x-window widens with d, {norm} u and w0 (F8)",
-                f"BNGD 10x-window at d={d_hi} minus at d={d_lo} (decades)",
-                None,
-                float(bn.width_10x[d_hi] - bn.width_10x[d_lo]),
-                bool(bn.width_10x[d_hi] > bn.width_10x[d_lo]),
-                f"median over {cfg.seeds} seeds, by d: {per_d}",
+            wider_than(
+                id=f"dimension.bngd-widens.{norm}",
+                claim=f"BNGD's 10x-window widens with d, {norm} u and w0 (F8)",
+                quantity=f"BNGD 10x-window at d={d_hi} minus at d={d_lo} (decades, mean over seeds)",
+                values=bn_seeds[bn_seeds.d == d_hi].width_10x.to_numpy(),
+                baseline=bn_seeds[bn_seeds.d == d_lo].width_10x.to_numpy(),
+                paired=False,  # the seeds draw different problems at each d
+                detail=f"median over {cfg.seeds} seeds, by d: {per_d}",
             )
         )
         spread = float(gd_.width_10x.max() - gd_.width_10x.min())
         per_d = ", ".join(f"d={d}: {gd_.width_10x[d]:.2f}" for d in cfg.dims)
         claims.append(
             Claim(
-                f"GD's 10x-window does not depend on d, {norm} u and w0 (F1, F8)",
-                "GD 10x-window (decades, mean over d) vs prediction from rho(eps)",
-                float(predicted.loc[norm].mean()),
-                float(gd_.width_10x.mean()),
-                bool(spread <= cfg.gd_spread_decades),
-                f"spread over d {spread:.2f} decades (allowed {cfg.gd_spread_decades:g}); by d: {per_d}",
+                id=f"dimension.gd-flat.{norm}",
+                claim=f"GD's 10x-window does not depend on d, {norm} u and w0 (F1, F8)",
+                quantity="GD 10x-window (decades, mean over d) vs prediction from rho(eps)",
+                predicted=predicted.loc[norm].mean(),
+                measured=gd_.width_10x.mean(),
+                holds=spread <= cfg.gd_spread_decades,
+                detail=f"spread over d {spread:.2f} decades (allowed {cfg.gd_spread_decades:g}); by d: {per_d}",
             )
         )
     return claims
@@ -135,19 +111,4 @@ def plot(cfg: DimensionConfig, tables: Tables, folder: Path) -> list[Path]:
     return save(fig, folder, "dimension")
 
 
-register(
-    Experiment(
-        name="dimension",
-        purpose="Learning-rate windows (decades) per dimension d, with unit-norm and Gaussian u, w0",
-        row="Robustness to dimension",
-        facts=("F8", "O6"),
-        config=DimensionConfig,
-        run=run,
-        summarise=summarise,
-        plot=plot,
-        profiles={
-            "quick": {},
-            "paper": {"dims": [10, 100, 1000, 10000], "num_eps": 241, "seeds": 5},
-        },
-    )
-)
+register(Experiment("dimension", "Robustness to dimension", ("F8", "O6"), DimensionConfig, run, summarise, plot))

@@ -11,26 +11,25 @@ stability. Huge eps: the first step alone makes ``||w_1||^2 ~ eps^2 ||grad||^2``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from bnlab.experiments.base import Claim, Experiment, RunContext, Tables, register
+from bnlab.experiments.base import EpsGridConfig, Experiment, RunContext, SeedsConfig, Tables, register
+from bnlab.experiments.claims import Claim, below, close_to
 from bnlab.experiments.plotting import THEORY_COLOUR, new_figure, save, seed_band
-from bnlab.experiments.problems import SpectrumConfig
+from bnlab.experiments.problems import CompiledConfig, SpectrumConfig
 from bnlab.ols import bngd, theory
-from bnlab.sweep import run_chunks
 
 
-class EffectiveStepConfig(SpectrumConfig):
-    eps_min: float = Field(1e-4, gt=0)
-    eps_max: float = Field(1e8, gt=0)
-    num_eps: int = Field(49, ge=5)
+class EffectiveStepConfig(SpectrumConfig, CompiledConfig, EpsGridConfig, SeedsConfig):
+    """eps_hat_k over k and eps_hat_inf vs eps: slope 1, plateau just under 2/lambda*_max, slope -1."""
+
+    PROFILES = {"quick": {"compile": False}, "paper": {"num_eps": 241, "seeds": 5, "steps": 10000}}
+
     steps: int = Field(3000, ge=10)
     record_every: int = Field(10, ge=1)
-    seeds: int = Field(3, ge=1)
     eps_a: float = Field(1.0, gt=0)
     trace_eps: tuple[float, ...] = (0.01, 1.0, 100.0, 1e4)  # eps whose eps_hat_k is drawn over k
     # Slope 1 is a limit statement: fit over runs with eps <= small_eps_max whose gap fell below converged_gap
@@ -41,25 +40,12 @@ class EffectiveStepConfig(SpectrumConfig):
     plateau: tuple[float, float] = (0.1, 10.0)  # eps range of the plateau claim
     slope_tolerance: float = Field(0.05, gt=0)
     plateau_band: float = Field(0.05, gt=0)  # plateau within this fraction below the edge
-    compile: bool | Literal["auto"] = "auto"
 
 
-def _chunk(spec: dict) -> pd.DataFrame:
-    cfg = EffectiveStepConfig(**spec["config"])
-    seed = spec["seed"]
+def _chunk(cfg: EffectiveStepConfig, seed: int) -> pd.DataFrame:
     problem = cfg.problem(seed)
-    eps = np.unique(np.concatenate([np.geomspace(cfg.eps_min, cfg.eps_max, cfg.num_eps), cfg.trace_eps]))
-    traj = bngd(
-        problem,
-        eps,
-        cfg.steps,
-        eps_a=cfg.eps_a,
-        seed=cfg.w0_seed(seed),
-        w0_norm=cfg.norm,
-        record_every=cfg.record_every,
-        device=cfg.device,
-        compile=cfg.compile,
-    )
+    eps = np.unique(np.concatenate([cfg.eps_grid, cfg.trace_eps]))
+    traj = bngd(problem, eps, cfg.steps, eps_a=cfg.eps_a, **cfg.bn_start(seed, record_every=cfg.record_every))
     frame = pd.DataFrame(
         {
             "eps": np.tile(eps, len(traj.steps)),
@@ -71,12 +57,11 @@ def _chunk(spec: dict) -> pd.DataFrame:
     frame = frame[frame.eps.isin(cfg.trace_eps) | (frame.step == traj.steps[-1])]
     frame["edge"] = theory.bngd_stability_edge(problem)
     frame["diverged"] = np.tile(traj.diverged, len(traj.steps))[frame.index]
-    return frame.assign(seed=seed).reset_index(drop=True)
+    return frame.reset_index(drop=True)
 
 
 def run(cfg: EffectiveStepConfig, ctx: RunContext) -> None:
-    chunks = {f"seed-{s}": {"config": cfg.model_dump(), "seed": s} for s in range(cfg.seeds)}
-    steps = run_chunks(ctx.store, chunks, _chunk, ctx.executor, ctx.progress, "effective-step")
+    steps = ctx.per_chunk(cfg, _chunk, seed=range(cfg.seeds))
     final = steps[steps.step == steps.step.max()].reset_index(drop=True)
     ctx.store.write_table("final", final)
     ctx.store.write_table("traces", steps[steps.eps.isin(cfg.trace_eps)].reset_index(drop=True))
@@ -99,40 +84,57 @@ def summarise(cfg: EffectiveStepConfig, tables: Tables) -> list[Claim]:
     ratio = plateau.eff_step / plateau.edge
     edge0 = final[final.seed == final.seed.min()].edge.iloc[0]
     plat0 = plateau[plateau.seed == plateau.seed.min()]
+    ratio_all = final.eff_step / final.edge
+    slopes = [
+        close_to(
+            id=f"effective-step.{id}",
+            claim=claim,
+            quantity=f"log-log slope of eps_hat_inf vs eps, {where}",
+            predicted=slope,
+            measured=measured,
+            atol=cfg.slope_tolerance,
+            detail=f"{n} runs; allowed |slope - ({slope:g})| <= {cfg.slope_tolerance:g}",
+        )
+        for id, claim, where, slope, measured, n in (
+            (
+                "small-eps-slope",
+                "Small eps: eps_hat_inf proportional to eps (F6)",
+                f"converged runs with eps <= {cfg.small_eps_max:g}",
+                1.0,
+                slope_small,
+                len(small),
+            ),
+            (
+                "huge-eps-slope",
+                "Huge eps: eps_hat_inf ~ 1/eps (F7)",
+                f"eps >= {cfg.large_eps_min:g}",
+                -1.0,
+                slope_large,
+                len(large),
+            ),
+        )
+    ]
     return [
-        Claim(
-            "Small eps: eps_hat_inf proportional to eps (F6)",
-            f"log-log slope of eps_hat_inf vs eps, converged runs with eps <= {cfg.small_eps_max:g}",
-            1.0,
-            slope_small,
-            bool(abs(slope_small - 1) <= cfg.slope_tolerance),
-            f"{len(small)} runs; allowed |slope - 1| <= {cfg.slope_tolerance:g}",
+        *slopes,
+        close_to(
+            id="effective-step.plateau-under-edge",
+            claim="In between, eps_hat_inf settles just under the stability edge 2/lambda*_max (F7)",
+            quantity=f"median eps_hat_inf for eps in [{cfg.plateau[0]:g}, {cfg.plateau[1]:g}] (seed 0)",
+            predicted=edge0,
+            measured=plat0.eff_step.median(),
+            rtol=cfg.plateau_band,
+            also=bool((ratio <= 1 + 1e-6).all() and 1 - cfg.plateau_band <= ratio.median() <= 1),
+            detail=f"eps_hat_inf / edge over {len(ratio)} runs and {final.seed.nunique()} seeds: median "
+            f"{ratio.median():.4f}, range {ratio.min():.4f} .. {ratio.max():.4f} (required: median within "
+            f"{cfg.plateau_band:g} below 1, none above)",
         ),
-        Claim(
-            "Huge eps: eps_hat_inf ~ 1/eps (F7)",
-            f"log-log slope of eps_hat_inf vs eps, eps >= {cfg.large_eps_min:g}",
-            -1.0,
-            slope_large,
-            bool(abs(slope_large + 1) <= cfg.slope_tolerance),
-            f"{len(large)} runs; allowed |slope + 1| <= {cfg.slope_tolerance:g}",
-        ),
-        Claim(
-            "In between, eps_hat_inf settles just under the stability edge 2/lambda*_max (F7)",
-            f"median eps_hat_inf for eps in [{cfg.plateau[0]:g}, {cfg.plateau[1]:g}] (seed 0)",
-            float(edge0),
-            float(plat0.eff_step.median()),
-            bool((ratio <= 1 + 1e-6).all() and 1 - cfg.plateau_band <= ratio.median() <= 1),
-            f"eps_hat_inf / edge over {len(ratio)} runs and {final.seed.nunique()} seeds: median {ratio.median():.4f}, "
-            f"range {ratio.min():.4f} .. {ratio.max():.4f} (required: median within {cfg.plateau_band:g} below 1, "
-            "none above)",
-        ),
-        Claim(
-            "The effective step never exceeds the edge at the limit, for any eps (F7)",
-            "max eps_hat_inf / (2/lambda*_max) over all eps",
-            1.0,
-            float((final.eff_step / final.edge).max()),
-            bool((final.eff_step / final.edge).max() <= 1 + 1e-6),
-            f"{len(final)} runs, eps in [{cfg.eps_min:g}, {cfg.eps_max:g}], {int(final.diverged.sum())} diverged",
+        below(
+            id="effective-step.never-above-edge",
+            claim="The effective step never exceeds the edge at the limit, for any eps (F7)",
+            quantity="max eps_hat_inf / (2/lambda*_max) over all eps",
+            measured=ratio_all.max(),
+            bound=1 + 1e-6,
+            detail=f"{len(final)} runs, {cfg.eps_range}, {int(final.diverged.sum())} diverged",
         ),
     ]
 
@@ -172,14 +174,6 @@ def plot(cfg: EffectiveStepConfig, tables: Tables, folder: Path) -> list[Path]:
 
 register(
     Experiment(
-        name="effective-step",
-        purpose="eps_hat_k over k and eps_hat_inf vs eps: slope 1, plateau just under 2/lambda*_max, slope -1",
-        row="Robustness to learning rate",
-        facts=("F6", "F7", "O3"),
-        config=EffectiveStepConfig,
-        run=run,
-        summarise=summarise,
-        plot=plot,
-        profiles={"quick": {"compile": False}, "paper": {"num_eps": 241, "seeds": 5, "steps": 10000}},
+        "effective-step", "Robustness to learning rate", ("F6", "F7", "O3"), EffectiveStepConfig, run, summarise, plot
     )
 )

@@ -10,62 +10,42 @@ so its window spans several decades (the paper's "wide range" against GD's "smal
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from bnlab.experiments.base import Claim, Experiment, RunContext, Tables, register
-from bnlab.experiments.plotting import BNGD_COLOUR, GD_COLOUR, THEORY_COLOUR, new_figure, save, seed_band
-from bnlab.experiments.problems import SpectrumConfig
-from bnlab.experiments.windows import gd_predicted_width, steps_frame, widths_table
+from bnlab.experiments.base import Experiment, RunContext, Tables, register
+from bnlab.experiments.claims import Claim, above, close_to, wider_than
+from bnlab.experiments.plotting import BNGD_COLOUR, GD_COLOUR, THEORY_COLOUR, new_figure, save, seed_band, sentinel
+from bnlab.experiments.problems import Spacing, SpectrumConfig
+from bnlab.experiments.steps_to_tol import FACTORS, StepsToTolConfig, gd_predicted_width, steps_frame, widths_table
 from bnlab.ols import theory
-from bnlab.sweep import run_chunks
 
 
-class LrRobustnessConfig(SpectrumConfig):
+class LrRobustnessConfig(SpectrumConfig, StepsToTolConfig):
+    """Width in decades of the eps range within 2x/10x of the best steps-to-tolerance: GD vs BNGD."""
+
+    PROFILES = {"quick": {}, "paper": {"num_eps": 241, "seeds": 5, "steps": 5000}}
+
     d: int = Field(100, ge=2)
-    spacing: Literal["linear", "log"] = "linear"
-    eps_min: float = Field(1e-4, gt=0)
-    eps_max: float = Field(1e8, gt=0)
-    num_eps: int = Field(73, ge=5)
-    steps: int = Field(3000, ge=10)
-    tol: float = Field(1e-6, gt=0, lt=1)
-    seeds: int = Field(3, ge=1)
-    eps_a: float = Field(1.0, gt=0)
+    spacing: Spacing = "linear"
     # BNGD's window must be at least this many decades, and GD's within this margin of its prediction.
     min_bngd_decades: float = Field(2.0, ge=0)
     gd_margin_decades: float = Field(0.25, gt=0)
-    compile: bool | Literal["auto"] = "auto"
 
 
-def _chunk(spec: dict) -> pd.DataFrame:
-    cfg = LrRobustnessConfig(**spec["config"])
-    seed = spec["seed"]
+def _chunk(cfg: LrRobustnessConfig, seed: int) -> pd.DataFrame:
     problem = cfg.problem(seed)
-    eps = np.geomspace(cfg.eps_min, cfg.eps_max, cfg.num_eps)
-    frame = steps_frame(
-        problem,
-        eps,
-        cfg.steps,
-        cfg.tol,
-        cfg.norm,
-        cfg.w0_seed(seed),
-        eps_a=cfg.eps_a,
-        device=cfg.device,
-        compile=cfg.compile,
-    )
-    frame["seed"] = seed
-    for f in (2.0, 10.0):
+    frame = steps_frame(problem, cfg, seed, cfg.norm)
+    for f in FACTORS:
         frame[f"gd_width_{f:g}x_predicted"] = gd_predicted_width(problem, f)
     frame["gd_threshold"] = theory.gd_threshold(problem)
     return frame
 
 
 def run(cfg: LrRobustnessConfig, ctx: RunContext) -> None:
-    chunks = {f"seed-{s}": {"config": cfg.model_dump(), "seed": s} for s in range(cfg.seeds)}
-    steps = run_chunks(ctx.store, chunks, _chunk, ctx.executor, ctx.progress, "lr-robustness")
+    steps = ctx.per_chunk(cfg, _chunk, seed=range(cfg.seeds))
     ctx.store.write_table("steps", steps)
     ctx.store.write_table("windows", widths_table(steps, []))
 
@@ -76,47 +56,58 @@ def _grid_step(cfg: LrRobustnessConfig) -> float:
 
 def summarise(cfg: LrRobustnessConfig, tables: Tables) -> list[Claim]:
     steps, windows = tables["steps"], tables["windows"]
-    med = windows.groupby("method")[["width_2x", "width_10x"]].median()
+    per_seed = windows.pivot(index="seed", columns="method")
     predicted = steps.groupby("seed")[["gd_width_2x_predicted", "gd_width_10x_predicted"]].first().median()
     claims = []
     for f in ("2x", "10x"):
-        gd_w, bn_w, gd_p = (
-            med.loc["gd", f"width_{f}"],
-            med.loc["bngd", f"width_{f}"],
-            predicted[f"gd_width_{f}_predicted"],
-        )
+        gd_seeds, bn_seeds = per_seed[f"width_{f}", "gd"], per_seed[f"width_{f}", "bngd"]
+        gd_w, gd_p = gd_seeds.median(), predicted[f"gd_width_{f}_predicted"]
         claims.append(
-            Claim(
-                f"GD's {f}-window is narrow and set by 2/lambda_max (F1, F7)",
-                f"GD {f}-window width (decades, median over {cfg.seeds} seeds)",
-                float(gd_p),
-                float(gd_w),
-                bool(abs(gd_w - gd_p) <= cfg.gd_margin_decades),
-                f"predicted from rho(eps) alone; |measured - predicted| = {abs(gd_w - gd_p):.2f} decades "
+            close_to(
+                id=f"lr-robustness.gd-{f}-window",
+                claim=f"GD's {f}-window is narrow and set by 2/lambda_max (F1, F7)",
+                quantity=f"GD {f}-window width (decades, median over {cfg.seeds} seeds)",
+                predicted=gd_p,
+                measured=gd_w,
+                atol=cfg.gd_margin_decades,
+                detail=f"predicted from rho(eps) alone; |measured - predicted| = {abs(gd_w - gd_p):.2f} decades "
                 f"(allowed {cfg.gd_margin_decades:g}, grid step {_grid_step(cfg):.2f})",
             )
         )
-        wide = bn_w >= cfg.min_bngd_decades and bn_w > gd_w + 1 if f == "10x" else bn_w > gd_w
+        margin = 1.0 if f == "10x" else 0.0
         claims.append(
-            Claim(
-                f"BNGD's {f}-window is wide (F7)",
-                f"BNGD {f}-window width (decades, median over {cfg.seeds} seeds)",
-                None,
-                float(bn_w),
-                bool(wide),
-                f"BNGD {bn_w:.2f} vs GD {gd_w:.2f} decades"
-                + (f"; required >= {cfg.min_bngd_decades:g} and > GD + 1" if f == "10x" else "; required > GD"),
+            wider_than(
+                id=f"lr-robustness.bngd-{f}-wider",
+                claim=f"BNGD's {f}-window is wider than GD's" + (" by more than a decade" if margin else "") + " (F7)",
+                quantity=f"BNGD minus GD {f}-window width (decades, mean over {cfg.seeds} seeds)",
+                values=bn_seeds.to_numpy(),
+                baseline=gd_seeds.to_numpy(),
+                margin=margin,
+                detail=f"median BNGD {bn_seeds.median():.2f} vs GD {gd_w:.2f} decades; the same problem and w0 "
+                "per seed (paired)",
             )
         )
+    bn_10x = per_seed["width_10x", "bngd"]
+    claims.append(
+        above(
+            id="lr-robustness.bngd-10x-wide",
+            claim="BNGD's 10x-window spans several decades (F7)",
+            quantity=f"BNGD 10x-window width (decades, median over {cfg.seeds} seeds)",
+            measured=bn_10x.median(),
+            bound=cfg.min_bngd_decades,
+            strict=False,
+            detail=f"per seed: {', '.join(f'{w:.2f}' for w in bn_10x)}",
+        )
+    )
     bn = steps[steps.method == "bngd"]
     claims.append(
-        Claim(
-            f"BNGD never diverges for eps in [{cfg.eps_min:g}, {cfg.eps_max:g}] (F2)",
-            "BNGD runs diverged",
-            0.0,
-            float(bn.diverged.sum()),
-            bool(not bn.diverged.any()),
-            f"{len(bn)} runs, eps_a = {cfg.eps_a:g}",
+        close_to(
+            id="lr-robustness.bngd-never-diverges",
+            claim=f"BNGD never diverges for {cfg.eps_range} (F2)",
+            quantity="BNGD runs diverged",
+            predicted=0.0,
+            measured=bn.diverged.sum(),
+            detail=f"{len(bn)} runs, eps_a = {cfg.eps_a:g}",
         )
     )
     return claims
@@ -124,7 +115,7 @@ def summarise(cfg: LrRobustnessConfig, tables: Tables) -> list[Claim]:
 
 def plot(cfg: LrRobustnessConfig, tables: Tables, folder: Path) -> list[Path]:
     steps, windows = tables["steps"].copy(), tables["windows"]
-    cap = 2.0 * cfg.steps  # "not reached within the budget", drawn above the budget line
+    cap = 2.0 * cfg.steps  # where runs that never reached the tolerance are drawn, above the budget line
     steps["plot_steps"] = steps.steps_to_tol.where(np.isfinite(steps.steps_to_tol), cap)
     fig, (ax,) = new_figure(width=8.0, height=4.0)
     med = windows.groupby("method")["width_10x"].median()
@@ -142,6 +133,7 @@ def plot(cfg: LrRobustnessConfig, tables: Tables, folder: Path) -> list[Path]:
         ax.axvspan(lo, hi, color=colour, alpha=0.08, lw=0)
     ax.axvline(float(steps.gd_threshold.median()), color=THEORY_COLOUR, ls="--", lw=1, label=r"$2/\lambda_{max}$")
     ax.axhline(cfg.steps, color="#999999", ls=":", lw=1, label=f"budget ({cfg.steps} steps)")
+    sentinel(ax, cap, f"not reached in budget (drawn at {cap:g})")
     ax.set_xlabel("learning rate eps")
     ax.set_ylabel(f"steps to gap <= {cfg.tol:g} x initial")
     ax.set_title(f"Learning-rate robustness, d={cfg.d}, kappa={cfg.kappa:g} ({cfg.spacing}, {cfg.norm} u, w0)")
@@ -150,15 +142,5 @@ def plot(cfg: LrRobustnessConfig, tables: Tables, folder: Path) -> list[Path]:
 
 
 register(
-    Experiment(
-        name="lr-robustness",
-        purpose="Width in decades of the eps range within 2x/10x of the best steps-to-tolerance: GD vs BNGD",
-        row="Robustness to learning rate",
-        facts=("F7", "O5"),
-        config=LrRobustnessConfig,
-        run=run,
-        summarise=summarise,
-        plot=plot,
-        profiles={"quick": {}, "paper": {"num_eps": 241, "seeds": 5, "steps": 5000}},
-    )
+    Experiment("lr-robustness", "Robustness to learning rate", ("F7", "O5"), LrRobustnessConfig, run, summarise, plot)
 )

@@ -1,4 +1,4 @@
-"""Shared machinery of the neural-network sweeps (SPEC section 4): config, one chunk of training, windows, figures.
+"""Shared machinery of the network sweeps (docs/claims.md, N1-N6): config, one chunk of training, windows, figures.
 
 A chunk is one batched ``bnlab.nn.train`` call: every network of one architecture (with or without BN, one
 width) and one repeat ``seed`` (which sets both the initial weights and the batch order, as the paper's repeats
@@ -9,7 +9,7 @@ each network's hyperparameters attached; ``final`` rows are those at ``step == s
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,17 +18,20 @@ import pandas as pd
 import torch
 from pydantic import Field, field_validator, model_validator
 
-from bnlab.experiments.base import ExperimentConfig, RunContext
+from bnlab.experiments.base import RunContext, SeedsConfig
 from bnlab.experiments.plotting import METHOD_COLOURS, new_figure, save
-from bnlab.nn import DATASETS, ModelSpec, NetConfig, load_dataset, lr_window_decades, train
-from bnlab.sweep import run_chunks
+from bnlab.experiments.windows import accuracy_window
+from bnlab.nn import DATASETS, ModelSpec, NetConfig, load_dataset, train
 
 ROW = "Neural networks"
 # A diverged network failed: for the windows its accuracy counts as zero.
 DIVERGED_ACCURACY = 0.0
 
 
-class NNSweepConfig(ExperimentConfig):
+PAPER = {"num_lr": 40, "seeds": 5, "steps": 600, "log_every": 10, "dataset": "mnist", "n_test": 1000}
+
+
+class NNSweepConfig(SeedsConfig):
     """Common fields of the network sweeps; defaults are the quick profile on embedded MNIST-1D."""
 
     dataset: str = "mnist1d"
@@ -38,7 +41,7 @@ class NNSweepConfig(ExperimentConfig):
     lr_min: float = Field(1e-3, gt=0)
     lr_max: float = Field(1e3, gt=0)
     num_lr: int = Field(19, ge=2)
-    seeds: int = Field(2, ge=1)
+    seeds: int = Field(2, ge=1)  # a repeat fixes both the initial weights and the batch order
     steps: int = Field(300, ge=1)
     batch_size: int = Field(100, ge=1)
     log_every: int = Field(20, ge=1)
@@ -74,38 +77,35 @@ def _dataset(name: str, data_dir: str | None, n_test: int | None):
     return load_dataset(name, data_dir, n_test=None if n_test is None else max(n_test, 1))
 
 
-def train_chunk(spec: Mapping[str, Any]) -> pd.DataFrame:
-    """Train one chunk: ``spec`` holds the config dump, ``bn``, ``seed``, ``hidden`` and ``variants`` (a list of
-    NetConfig keyword dicts, each crossed with the learning-rate grid). Module-level so executors can ship it."""
-    cfg = spec["config"]
-    dataset = _dataset(cfg["dataset"], cfg["data_dir"], cfg["n_test"])
-    lrs = np.geomspace(cfg["lr_min"], cfg["lr_max"], cfg["num_lr"])
-    configs = [NetConfig(lr=float(lr), seed=spec["seed"], **v) for v in spec["variants"] for lr in lrs]
-    model = ModelSpec(cfg["model"], bn=spec["bn"], hidden=spec["hidden"])
+def train_chunk(
+    cfg: NNSweepConfig, variants: Sequence[Mapping[str, Any]], bn_only: bool, bn: bool, hidden: int, seed: int
+) -> pd.DataFrame:
+    """Train one chunk: every network of one architecture (``bn``, ``hidden``) and repeat ``seed``, for each of
+    ``variants`` (NetConfig keyword dicts; just ``{}`` without BN when they concern BN parameters, ``bn_only``)
+    crossed with the learning-rate grid. Module-level so executors can ship it."""
+    dataset = _dataset(cfg.dataset, cfg.data_dir, cfg.n_test)
+    chunk_variants = variants if (bn or not bn_only) else [{}]
+    configs = [NetConfig(lr=float(lr), seed=seed, **v) for v in chunk_variants for lr in cfg.lrs]
     result = train(
-        model,
+        ModelSpec(cfg.model, bn=bn, hidden=hidden),
         dataset,
         configs,
-        steps=cfg["steps"],
-        batch_size=cfg["batch_size"],
-        log_every=cfg["log_every"],
-        data_seed=spec["seed"],
-        test_size=cfg["n_test"],
-        device=cfg["device"],
-        dtype=getattr(torch, cfg["dtype"]),
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        log_every=cfg.log_every,
+        data_seed=seed,
+        test_size=cfg.n_test,
+        device=cfg.device,
+        dtype=getattr(torch, cfg.dtype),
     )
     nets = result.networks[["net", "lr", "bn_lr", "seed", "weight_scale", "gamma_init", "optimizer", "diverged_step"]]
-    frame = result.history.merge(nets, on="net")
-    frame["bn"] = spec["bn"]
-    frame["hidden"] = spec["hidden"]
-    return frame
+    return result.history.merge(nets, on="net")
 
 
 def run_sweep(
     cfg: NNSweepConfig,
     ctx: RunContext,
     variants: Sequence[Mapping[str, Any]] = ({},),
-    bn_flags: Sequence[bool] = (False, True),
     widths: Sequence[int] | None = None,
     bn_only_variants: bool = False,
 ) -> None:
@@ -113,20 +113,8 @@ def run_sweep(
 
     ``bn_only_variants``: the swept values concern BN parameters, so the no-BN network runs once as a baseline.
     """
-    chunks = {}
-    for bn in bn_flags:
-        for hidden in widths or [cfg.hidden]:
-            for seed in range(cfg.seeds):
-                chunk_variants = list(variants) if (bn or not bn_only_variants) else [{}]
-                key = f"{'bn' if bn else 'nobn'}-h{hidden}-s{seed}"
-                chunks[key] = {
-                    "config": cfg.model_dump(),
-                    "bn": bn,
-                    "seed": seed,
-                    "hidden": hidden,
-                    "variants": chunk_variants,
-                }
-    history = run_chunks(ctx.store, chunks, train_chunk, ctx.executor, ctx.progress, label=ctx.store.path.parent.name)
+    compute = partial(train_chunk, variants=list(variants), bn_only=bn_only_variants)
+    history = ctx.per_chunk(cfg, compute, bn=(False, True), hidden=widths or [cfg.hidden], seed=range(cfg.seeds))
     ctx.store.write_table("history", history)
     ctx.store.write_table("final", history[history.step == cfg.steps].reset_index(drop=True))
 
@@ -140,8 +128,8 @@ def accuracy_curves(final: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
 
 
 def windows(final: pd.DataFrame, by: Sequence[str], tols: Sequence[float] = (0.01, 0.05)) -> pd.DataFrame:
-    """Width in decades of the learning-rate range whose mean test accuracy is within ``tol`` (absolute) of the
-    best, per group ``by``; plus the best accuracy and the learning rate that reached it."""
+    """Width in decades (:func:`bnlab.experiments.windows.accuracy_window`) of the learning rates whose mean test
+    accuracy is within ``tol`` (absolute) of the best, per group ``by``; plus the best accuracy and its rate."""
     curves = accuracy_curves(final, by)
     rows = []
     for key, group in curves.groupby(list(by), sort=True):
@@ -150,8 +138,8 @@ def windows(final: pd.DataFrame, by: Sequence[str], tols: Sequence[float] = (0.0
         row["best_acc"] = float(group.score.max())
         row["best_lr"] = float(group.lr.iloc[int(np.argmax(group.score.to_numpy()))])
         row["diverged_frac"] = float(group.diverged.mean())
-        for tol in tols:
-            row[f"window_{tol:g}"] = lr_window_decades(group.lr.to_numpy(), group.score.to_numpy(), tol)
+        for tol in tols:  # the shared definition (experiments/windows.py), here with cost -accuracy
+            row[f"window_{tol:g}"] = accuracy_window(group.lr.to_numpy(), group.score.to_numpy(), tol).width
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -1,4 +1,4 @@
-"""The neural-network experiments (SPEC section 4): learning-rate sweeps with and without BN, and the sweeps
+"""The neural-network experiments (docs/claims.md, N1-N6): learning-rate sweeps with and without BN, and the sweeps
 beyond the plain learning rate (BN-parameter rate, weight scale, width, gamma initialisation, SGD vs Adam).
 
 Every network of a sweep sees the same mini-batches; one repeat (seed) fixes both the initial weights and the
@@ -9,14 +9,17 @@ chosen with ``--set dataset=...``).
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from bnlab.experiments.base import Claim, Experiment, RunContext, Tables, register
+from bnlab.experiments.base import Experiment, RunContext, Tables, register
+from bnlab.experiments.claims import Claim, above, below, close_to
 from bnlab.experiments.nn_common import (
+    PAPER,
     ROW,
     NNSweepConfig,
     accuracy_curves,
@@ -28,14 +31,6 @@ from bnlab.experiments.nn_common import (
 from bnlab.experiments.plotting import new_figure, save
 
 
-def wider(a: float, b: float) -> bool:
-    """``a > b`` for window widths, which are multiples of the grid step: equal widths are not 'wider'."""
-    return bool(a > b + 1e-9)
-
-
-PAPER = {"num_lr": 40, "seeds": 5, "steps": 600, "log_every": 10, "dataset": "mnist", "n_test": 1000}
-
-
 def _window_text(table: pd.DataFrame, label_cols: list[str]) -> str:
     parts = []
     for _, row in table.iterrows():
@@ -44,26 +39,27 @@ def _window_text(table: pd.DataFrame, label_cols: list[str]) -> str:
     return "; ".join(parts)
 
 
-def _bn_vs_plain_claims(cfg: NNSweepConfig, table: pd.DataFrame, context: str) -> list[Claim]:
+def _bn_vs_plain_claims(cfg: NNSweepConfig, table: pd.DataFrame, id: str, context: str) -> list[Claim]:
     bn, plain = table[table.bn].iloc[0], table[~table.bn].iloc[0]
-    tol = cfg.tol
+    key = f"window_{cfg.tol:g}"
     return [
-        Claim(
-            f"BN keeps accuracy near its best over a wider range of learning rates ({context})",
-            f"decades of lr within {tol:g} test accuracy of the best, BN (no BN: {plain[f'window_{tol:g}']:.2f})",
-            None,
-            float(bn[f"window_{tol:g}"]),
-            wider(bn[f"window_{tol:g}"], plain[f"window_{tol:g}"]),
-            f"BN {bn[f'window_{tol:g}']:.2f} vs no BN {plain[f'window_{tol:g}']:.2f} decades "
-            f"(within 0.01: {bn['window_0.01']:.2f} vs {plain['window_0.01']:.2f}); best accuracy "
-            f"{bn.best_acc:.3f} vs {plain.best_acc:.3f}",
+        above(
+            id=id,
+            claim=f"BN keeps accuracy near its best over a wider range of learning rates ({context})",
+            quantity=f"decades of lr within {cfg.tol:g} test accuracy of the best, BN (above: no BN)",
+            measured=bn[key],
+            bound=plain[key],
+            detail=f"BN {bn[key]:.2f} vs no BN {plain[key]:.2f} decades (within 0.01: {bn['window_0.01']:.2f} vs "
+            f"{plain['window_0.01']:.2f}); best accuracy {bn.best_acc:.3f} vs {plain.best_acc:.3f}",
         )
     ]
 
 
 # -- the plain learning-rate sweep ------------------------------------------------------------------------
 class LRSweepConfig(NNSweepConfig):
-    pass
+    """Final accuracy vs learning rate, with and without BN (M5 on MNIST-1D; M1 on MNIST in paper)."""
+
+    PROFILES = {"quick": {}, "paper": {**PAPER, "model": "M1"}}
 
 
 def run_lr(cfg: LRSweepConfig, ctx: RunContext) -> None:
@@ -73,17 +69,18 @@ def run_lr(cfg: LRSweepConfig, ctx: RunContext) -> None:
 def summarise_lr(cfg: LRSweepConfig, tables: Tables) -> list[Claim]:
     final = tables["final"]
     table = windows(final, ["bn"])
-    claims = _bn_vs_plain_claims(cfg, table, f"{cfg.model} on {cfg.dataset}")
+    claims = _bn_vs_plain_claims(cfg, table, "nn-lr.bn-wider-window", f"{cfg.model} on {cfg.dataset}")
     top = final[final.lr >= cfg.lr_max / 100]  # the top two decades of the grid
     frac = top.groupby("bn").diverged.mean()
     claims.append(
-        Claim(
-            "At very large learning rates the plain network diverges while the BN network keeps training",
-            f"fraction of networks diverged for lr >= {cfg.lr_max / 100:g}, BN (no BN: {frac.get(False, np.nan):.0%})",
-            None,
-            float(frac.get(True, np.nan)),
-            bool(frac.get(True, 1.0) < frac.get(False, 0.0)),
-            f"BN {frac.get(True, np.nan):.0%} vs no BN {frac.get(False, np.nan):.0%} diverged",
+        below(
+            id="nn-lr.bn-survives-large-lr",
+            claim="At very large learning rates the plain network diverges while the BN network keeps training",
+            quantity=f"fraction of networks diverged for lr >= {cfg.lr_max / 100:g}, BN (below: no BN)",
+            measured=frac.get(True, 1.0),
+            bound=frac.get(False, 0.0),
+            strict=True,
+            detail=f"BN {frac.get(True, np.nan):.0%} vs no BN {frac.get(False, np.nan):.0%} diverged",
         )
     )
     return claims
@@ -95,6 +92,10 @@ def plot_lr(cfg: LRSweepConfig, tables: Tables, folder: Path) -> list[Path]:
 
 # -- a separate learning rate for the BN parameters (the analogue of eps_a) -----------------------------
 class BNLRConfig(NNSweepConfig):
+    """A separate learning rate for BN's gamma and beta, the analogue of eps_a."""
+
+    PROFILES = {"quick": {}, "paper": {**PAPER, "model": "M2"}}
+
     bn_lrs: list[float] = Field(default_factory=lambda: [10.0, 1.0, 0.1, 0.01, 0.001], min_length=1)
 
 
@@ -102,27 +103,39 @@ def run_bn_lr(cfg: BNLRConfig, ctx: RunContext) -> None:
     run_sweep(cfg, ctx, variants=[{"bn_lr": v} for v in cfg.bn_lrs], bn_only_variants=True)
 
 
-def _variant_windows(cfg: NNSweepConfig, final: pd.DataFrame, column: str) -> tuple[pd.DataFrame, float, str]:
-    """BN windows per value of the swept ``column``, and the no-BN baseline's window (at ``cfg.tol``)."""
+def _variant_claims(
+    cfg: NNSweepConfig, tables: Tables, *, column: str, id: str, claim: str, widest: bool, among: float = np.inf
+) -> list[Claim]:
+    """BN's window per value of the swept ``column`` (up to ``among``), its widest (or narrowest) against the
+    no-BN baseline's window (at ``cfg.tol``)."""
+    final = tables["final"]
     key = f"window_{cfg.tol:g}"
-    plain = windows(final[~final.bn], ["bn"]).iloc[0]
-    return windows(final[final.bn], [column]), float(plain[key]), key
-
-
-def summarise_bn_lr(cfg: BNLRConfig, tables: Tables) -> list[Claim]:
-    bn, plain, key = _variant_windows(cfg, tables["final"], "bn_lr")
-    moderate = bn[bn.bn_lr <= 1.0]
-    best_moderate = float(moderate[key].max()) if len(moderate) else float("nan")
+    plain = float(windows(final[~final.bn], ["bn"]).iloc[0][key])
+    bn = windows(final[final.bn], [column])
+    pool = bn[bn[column] <= among][key]
+    value = (pool.max() if widest else pool.min()) if len(pool) else float("nan")
+    over = f"{column} <= {among:g}" if np.isfinite(among) else f"{column}s"
     return [
-        Claim(
-            "With a moderate BN-parameter rate (<= 1, like eps_a <= 1) BN is robust to the weight learning rate",
-            f"widest BN window over bn_lr <= 1, decades within {cfg.tol:g} (no BN: {plain:.2f})",
-            None,
-            best_moderate,
-            wider(best_moderate, plain),
-            _window_text(bn, ["bn_lr"]) + f"; no BN: {plain:.2f} dec",
+        above(
+            id=id,
+            claim=claim,
+            quantity=f"{'widest' if widest else 'narrowest'} BN window over {over}, decades within {cfg.tol:g} "
+            "(above: no BN)",
+            measured=value,
+            bound=plain,
+            detail=_window_text(bn, [column]) + f"; no BN: {plain:.2f} dec",
         )
     ]
+
+
+summarise_bn_lr = partial(
+    _variant_claims,
+    column="bn_lr",
+    id="nn-bn-lr.moderate-rate-robust",
+    claim="With a moderate BN-parameter rate (<= 1, like eps_a <= 1) BN is robust to the weight learning rate",
+    widest=True,
+    among=1.0,
+)
 
 
 def plot_bn_lr(cfg: BNLRConfig, tables: Tables, folder: Path) -> list[Path]:
@@ -133,6 +146,10 @@ def plot_bn_lr(cfg: BNLRConfig, tables: Tables, folder: Path) -> list[Path]:
 
 # -- weight scale at initialisation: the scaling law ----------------------------------------------------
 class WeightScaleConfig(NNSweepConfig):
+    """Initial weights scaled: BN curves shift by the square (scaling law), plain ones do not."""
+
+    PROFILES = {"quick": {}, "paper": {**PAPER, "model": "M2", "num_lr": 41, "scales": [0.01, 0.1, 1.0, 10.0]}}
+
     scales: list[float] = Field(default_factory=lambda: [0.1, 1.0, 10.0], min_length=2)
     # gamma and beta keep one fixed rate so that only the weights' rate moves along the grid: the scaling law
     # (eps, w0) ~ (gamma^2 eps, gamma w0) concerns the scale-invariant weights feeding BN, not BN's own parameters.
@@ -175,19 +192,19 @@ def summarise_weight_scale(cfg: WeightScaleConfig, tables: Tables) -> list[Claim
         for scale in cfg.scales:
             if scale == 1.0:
                 continue
-            predicted = 2 * np.log10(scale)  # (eps, w0) ~ (gamma^2 eps, gamma w0)
-            measured = curve_shift_decades(curves, 1.0, scale)
-            close = abs(measured - predicted) <= step + 1e-9
+            law = 2 * np.log10(scale)  # (eps, w0) ~ (gamma^2 eps, gamma w0)
             claims.append(
-                Claim(
-                    f"{'BN' if bn else 'No BN'}: weights scaled by {scale:g} shift the curve by "
-                    f"{'the square' if bn else 'no scaling law'}",
-                    "shift of the accuracy-vs-lr curve (decades)",
-                    float(predicted),
-                    float(measured),
-                    bool(close) if bn else bool(not close),
-                    f"grid step {step:.2f} decades; the scaling law predicts {predicted:+.1f} decades "
-                    + ("for BN networks" if bn else "only with BN: without BN the shift should differ"),
+                close_to(
+                    id=f"nn-weight-scale.{'bn' if bn else 'no-bn'}-shift.scale-{scale:g}",
+                    claim=f"BN: weights scaled by {scale:g} shift the curve by log10 of the scale squared (F4)"
+                    if bn
+                    else f"No BN (control): weights scaled by {scale:g} do not shift the curve",
+                    quantity="shift of the accuracy-vs-lr curve (decades)",
+                    predicted=law if bn else 0.0,
+                    measured=curve_shift_decades(curves, 1.0, scale),
+                    atol=step + 1e-9,
+                    detail=f"allowed one grid step, {step:.2f} decades; the scaling law predicts {law:+.1f} decades "
+                    + ("for BN networks" if bn else "only with BN (without BN's invariance there is no such law)"),
                 )
             )
     return claims
@@ -217,6 +234,10 @@ def plot_weight_scale(cfg: WeightScaleConfig, tables: Tables, folder: Path) -> l
 
 # -- width as the analogue of dimension -------------------------------------------------------------------
 class WidthConfig(NNSweepConfig):
+    """Hidden width h in {10, 100, 1000} as the analogue of dimension."""
+
+    PROFILES = {"quick": {}, "paper": {**PAPER, "model": "M5"}}
+
     widths: list[int] = Field(default_factory=lambda: [10, 100, 1000], min_length=2)
 
 
@@ -231,24 +252,25 @@ def summarise_width(cfg: WidthConfig, tables: Tables) -> list[Claim]:
     plain = table[~table.bn].set_index("hidden")[key]
     lo, hi = min(cfg.widths), max(cfg.widths)
     return [
-        Claim(
-            "BN's learning-rate window widens with the width (the analogue of 'the higher the dimension the better')",
-            f"BN window (decades within {cfg.tol:g}) at h={hi} (at h={lo}: {bn[lo]:.2f})",
-            None,
-            float(bn[hi]),
-            wider(bn[hi], bn[lo]),
-            "BN: "
+        above(
+            id="nn-width.bn-widens",
+            claim="BN's learning-rate window widens with the width (the analogue of 'the higher the dimension the "
+            "better')",
+            quantity=f"BN window (decades within {cfg.tol:g}) at h={hi} (above: at h={lo})",
+            measured=bn[hi],
+            bound=bn[lo],
+            detail="BN: "
             + ", ".join(f"h={h}: {bn[h]:.2f}" for h in bn.index)
             + "; no BN: "
             + ", ".join(f"h={h}: {plain[h]:.2f}" for h in plain.index),
         ),
-        Claim(
-            "At every width BN's window is wider than the plain network's",
-            "smallest (BN window - no-BN window) over widths, decades",
-            None,
-            float((bn - plain).min()),
-            all(wider(bn[h], plain[h]) for h in bn.index),
-            ", ".join(f"h={h}: {bn[h]:.2f} vs {plain[h]:.2f}" for h in bn.index),
+        above(
+            id="nn-width.bn-wider-every-width",
+            claim="At every width BN's window is wider than the plain network's",
+            quantity="smallest (BN window - no-BN window) over widths, decades",
+            measured=(bn - plain).min(),
+            bound=0.0,
+            detail=", ".join(f"h={h}: {bn[h]:.2f} vs {plain[h]:.2f}" for h in bn.index),
         ),
     ]
 
@@ -259,6 +281,10 @@ def plot_width(cfg: WidthConfig, tables: Tables, folder: Path) -> list[Path]:
 
 # -- gamma initialisation -----------------------------------------------------------------------------------
 class GammaInitConfig(NNSweepConfig):
+    """BN's gamma initialised over logspace(-8, 0): robustness to the learning rate."""
+
+    PROFILES = {"quick": {}, "paper": {**PAPER, "model": "M2", "gamma_inits": [1e-8, 1e-6, 1e-4, 1e-2, 1.0]}}
+
     gamma_inits: list[float] = Field(default_factory=lambda: [1e-8, 1e-4, 1.0], min_length=1)
 
 
@@ -266,19 +292,13 @@ def run_gamma_init(cfg: GammaInitConfig, ctx: RunContext) -> None:
     run_sweep(cfg, ctx, variants=[{"gamma_init": g} for g in cfg.gamma_inits], bn_only_variants=True)
 
 
-def summarise_gamma_init(cfg: GammaInitConfig, tables: Tables) -> list[Claim]:
-    bn, plain, key = _variant_windows(cfg, tables["final"], "gamma_init")
-    worst = float(bn[key].min())
-    return [
-        Claim(
-            "BN stays more robust to the learning rate than the plain network whatever gamma's initial scale",
-            f"narrowest BN window over gamma inits, decades within {cfg.tol:g} (no BN: {plain:.2f})",
-            None,
-            worst,
-            wider(worst, plain),
-            _window_text(bn, ["gamma_init"]) + f"; no BN: {plain:.2f} dec",
-        )
-    ]
+summarise_gamma_init = partial(
+    _variant_claims,
+    column="gamma_init",
+    id="nn-gamma-init.bn-robust",
+    claim="BN stays more robust to the learning rate than the plain network whatever gamma's initial scale",
+    widest=False,
+)
 
 
 def plot_gamma_init(cfg: GammaInitConfig, tables: Tables, folder: Path) -> list[Path]:
@@ -289,6 +309,10 @@ def plot_gamma_init(cfg: GammaInitConfig, tables: Tables, folder: Path) -> list[
 
 # -- SGD vs Adam ----------------------------------------------------------------------------------------------
 class OptimizerConfig(NNSweepConfig):
+    """SGD vs Adam, with and without BN."""
+
+    PROFILES = {"quick": {}, "paper": {**PAPER, "model": "M2", "lr_min": 1e-5, "lr_max": 1e3, "num_lr": 40}}
+
     lr_min: float = Field(1e-5, gt=0)
     lr_max: float = Field(1e3, gt=0)
     num_lr: int = Field(17, ge=2)
@@ -303,15 +327,15 @@ def summarise_optimizer(cfg: OptimizerConfig, tables: Tables) -> list[Claim]:
     key = f"window_{cfg.tol:g}"
     width = table.set_index(["optimizer", "bn"])[key]
     sgd_gain, adam_gain = width["sgd", True] - width["sgd", False], width["adam", True] - width["adam", False]
-    claims = _bn_vs_plain_claims(cfg, table[table.optimizer == "sgd"], "SGD")
+    claims = _bn_vs_plain_claims(cfg, table[table.optimizer == "sgd"], "nn-optimizer.bn-wider-window", "SGD")
     claims.append(
-        Claim(
-            "Adam, whose steps ignore the gradient's scale, leaves BN less to add than SGD does [ours]",
-            f"BN's window gain (BN minus no BN, decades) under Adam (under SGD: {sgd_gain:.2f})",
-            None,
-            float(adam_gain),
-            bool(adam_gain <= sgd_gain + 1e-9),
-            f"windows within {cfg.tol:g}: SGD BN {width['sgd', True]:.2f} / no BN {width['sgd', False]:.2f}; "
+        below(
+            id="nn-optimizer.adam-gains-less",
+            claim="Adam, whose steps ignore the gradient's scale, leaves BN less to add than SGD does [ours]",
+            quantity="BN's window gain (BN minus no BN, decades) under Adam (at most: under SGD)",
+            measured=adam_gain,
+            bound=sgd_gain + 1e-9,
+            detail=f"windows within {cfg.tol:g}: SGD BN {width['sgd', True]:.2f} / no BN {width['sgd', False]:.2f}; "
             f"Adam BN {width['adam', True]:.2f} / no BN {width['adam', False]:.2f} decades",
         )
     )
@@ -322,79 +346,21 @@ def plot_optimizer(cfg: OptimizerConfig, tables: Tables, folder: Path) -> list[P
     return plot_curves(tables["final"], folder, "nn_optimizer", "SGD vs Adam", hue="optimizer")
 
 
-def _register(name, purpose, facts, config, run, summarise, plot, paper=None) -> None:
-    register(
-        Experiment(
-            name=name,
-            purpose=purpose,
-            row=ROW,
-            facts=facts,
-            config=config,
-            run=run,
-            summarise=summarise,
-            plot=plot,
-            profiles={"quick": {}, "paper": {**PAPER, **(paper or {})}},
-        )
+register(Experiment("nn-lr", ROW, ("N1",), LRSweepConfig, run_lr, summarise_lr, plot_lr))
+register(Experiment("nn-bn-lr", ROW, ("N2", "F9"), BNLRConfig, run_bn_lr, summarise_bn_lr, plot_bn_lr))
+register(
+    Experiment(
+        "nn-weight-scale",
+        ROW,
+        ("N3", "F4"),
+        WeightScaleConfig,
+        run_weight_scale,
+        summarise_weight_scale,
+        plot_weight_scale,
     )
-
-
-_register(
-    "nn-lr",
-    "Final accuracy vs learning rate, with and without BN (M5 on MNIST-1D; M1 on MNIST in paper)",
-    ("N1",),
-    LRSweepConfig,
-    run_lr,
-    summarise_lr,
-    plot_lr,
-    {"model": "M1"},
 )
-_register(
-    "nn-bn-lr",
-    "A separate learning rate for BN's gamma and beta, the analogue of eps_a",
-    ("N2", "F9"),
-    BNLRConfig,
-    run_bn_lr,
-    summarise_bn_lr,
-    plot_bn_lr,
-    {"model": "M2"},
+register(Experiment("nn-width", ROW, ("N4", "F8"), WidthConfig, run_width, summarise_width, plot_width))
+register(
+    Experiment("nn-gamma-init", ROW, ("N5",), GammaInitConfig, run_gamma_init, summarise_gamma_init, plot_gamma_init)
 )
-_register(
-    "nn-weight-scale",
-    "Initial weights scaled: BN curves shift by the square (scaling law), plain ones do not",
-    ("N3", "F4"),
-    WeightScaleConfig,
-    run_weight_scale,
-    summarise_weight_scale,
-    plot_weight_scale,
-    {"model": "M2", "num_lr": 41, "scales": [0.01, 0.1, 1.0, 10.0]},
-)
-_register(
-    "nn-width",
-    "Hidden width h in {10, 100, 1000} as the analogue of dimension",
-    ("N4", "F8"),
-    WidthConfig,
-    run_width,
-    summarise_width,
-    plot_width,
-    {"model": "M5"},
-)
-_register(
-    "nn-gamma-init",
-    "BN's gamma initialised over logspace(-8, 0): robustness to the learning rate",
-    ("N5",),
-    GammaInitConfig,
-    run_gamma_init,
-    summarise_gamma_init,
-    plot_gamma_init,
-    {"model": "M2", "gamma_inits": [1e-8, 1e-6, 1e-4, 1e-2, 1.0]},
-)
-_register(
-    "nn-optimizer",
-    "SGD vs Adam, with and without BN",
-    ("N6",),
-    OptimizerConfig,
-    run_optimizer,
-    summarise_optimizer,
-    plot_optimizer,
-    {"model": "M2", "lr_min": 1e-5, "lr_max": 1e3, "num_lr": 40},
-)
+register(Experiment("nn-optimizer", ROW, ("N6",), OptimizerConfig, run_optimizer, summarise_optimizer, plot_optimizer))

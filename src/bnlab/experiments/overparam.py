@@ -14,47 +14,57 @@ best measured rate of each method (GD at its optimal eps, BNGD over a fine eps g
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from bnlab.experiments.base import Claim, Experiment, ExperimentConfig, RunContext, Tables, register
+from bnlab.experiments.base import Experiment, RunContext, Tables, register
+from bnlab.experiments.claims import Claim, below, close_to, fmt
 from bnlab.experiments.plotting import BNGD_COLOUR, GD_COLOUR, THEORY_COLOUR, new_figure, save
-from bnlab.ols import Problem, bngd, gd, theory
-from bnlab.sweep import run_chunks
+from bnlab.experiments.problems import CompiledConfig, Spacing, spectrum_problem
+from bnlab.ols import bngd, gd, theory
 
 
-class OverparamConfig(ExperimentConfig):
+class OverparamConfig(CompiledConfig):
+    """kappa vs kappa* over problem families, interlacing vs brute force, best rates of GD and BNGD."""
+
+    PROFILES = {
+        "quick": {"compile": False},
+        "paper": {
+            "dims": [3, 10, 30, 100, 300, 1000],
+            "kappas": [10, 100, 1000, 10000],
+            "seeds": 10,
+            "rate_num_eps": 200,
+            "rate_steps": 20000,
+        },
+    }
+
     dims: tuple[int, ...] = (3, 10, 30, 100)
     kappas: tuple[float, ...] = (10.0, 100.0, 1000.0)
-    spacings: tuple[Literal["linear", "log"], ...] = ("linear", "log")
+    spacings: tuple[Spacing, ...] = ("linear", "log")
     seeds: int = Field(5, ge=1)
     # The rate check: one problem, BNGD over a fine eps grid around its stability edge, GD at its optimum.
     rate_d: int = Field(10, ge=2)
     rate_kappa: float = Field(100.0, ge=1)
-    rate_spacing: Literal["linear", "log"] = "log"
+    rate_spacing: Spacing = "log"
     rate_num_eps: int = Field(60, ge=3)
     rate_steps: int = Field(8000, ge=10)
     rate_tolerance: float = Field(0.01, gt=0)  # relative error of -log(rate), best measured vs optimum
-    compile: bool | Literal["auto"] = "auto"
 
 
-def _family_chunk(spec: dict) -> pd.DataFrame:
-    cfg = OverparamConfig(**spec["config"])
+def _family_chunk(cfg: OverparamConfig, spacing: Spacing) -> pd.DataFrame:
     rows = []
     for d in cfg.dims:
         for kappa in cfg.kappas:
             for seed in range(cfg.seeds):
-                problem = Problem.from_spectrum(d, kappa, spec["spacing"], seed=seed)
+                problem = spectrum_problem(d, kappa, spacing, seed)
                 mu = theory.effective_eigvals(problem)
                 brute = np.linalg.eigvalsh(theory.effective_hessian(problem))[::-1][:-1]  # drop the kernel (u)
                 lam = problem.eigvals
                 slack = 1e-9 * lam[0]
                 rows.append(
                     {
-                        "spacing": spec["spacing"],
                         "d": d,
                         "kappa": problem.kappa,
                         "seed": seed,
@@ -68,17 +78,15 @@ def _family_chunk(spec: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _rate_chunk(spec: dict) -> pd.DataFrame:
-    cfg = OverparamConfig(**spec["config"])
-    problem = Problem.from_spectrum(cfg.rate_d, cfg.rate_kappa, cfg.rate_spacing, seed=0)
+def _rate_chunk(cfg: OverparamConfig) -> pd.DataFrame:
+    problem = spectrum_problem(cfg.rate_d, cfg.rate_kappa, cfg.rate_spacing, 0)
     # Up to about the edge, ||w|| barely grows and eps_hat_inf ~ eps: a fine grid there passes through the
     # optimal eps_hat = 2 / (lambda*_max + lambda*_min) (just under the edge when kappa* is large). Further out,
     # eps_hat is still moving while the rate is fitted, and a fit can come out faster than any fixed eps_hat.
     edge = theory.bngd_stability_edge(problem)
     eps = np.geomspace(0.5 * edge, 1.12 * edge, cfg.rate_num_eps)
-    common = {"seed": 1000, "record_every": 5, "device": cfg.device}
-    bn = bngd(problem, eps, cfg.rate_steps, compile=cfg.compile, **common)
-    plain = gd(problem, [theory.gd_optimal_eps(problem)], cfg.rate_steps, **common)
+    bn = bngd(problem, eps, cfg.rate_steps, **cfg.bn_start(0, record_every=5))
+    plain = gd(problem, [theory.gd_optimal_eps(problem)], cfg.rate_steps, **cfg.start(0, record_every=5))
     return pd.DataFrame(
         {
             "method": ["bngd"] * len(eps) + ["gd"],
@@ -96,14 +104,8 @@ def _rate_chunk(spec: dict) -> pd.DataFrame:
 
 
 def run(cfg: OverparamConfig, ctx: RunContext) -> None:
-    chunks = {f"family-{s}": {"config": cfg.model_dump(), "spacing": s} for s in cfg.spacings}
-    ctx.store.write_table(
-        "families", run_chunks(ctx.store, chunks, _family_chunk, ctx.executor, ctx.progress, "overparam")
-    )
-    rates = run_chunks(
-        ctx.store, {"rates": {"config": cfg.model_dump()}}, _rate_chunk, ctx.executor, ctx.progress, "rates"
-    )
-    ctx.store.write_table("rates", rates)
+    ctx.store.write_table("families", ctx.per_chunk(cfg, _family_chunk, "families", spacing=cfg.spacings))
+    ctx.store.write_table("rates", ctx.per_chunk(cfg, _rate_chunk, "rates"))
 
 
 def summarise(cfg: OverparamConfig, tables: Tables) -> list[Claim]:
@@ -115,48 +117,58 @@ def summarise(cfg: OverparamConfig, tables: Tables) -> list[Claim]:
     opt_bn = float(bn.optimal_rate.iloc[0])
     exp_err = abs(np.log(best_bn) / np.log(opt_bn) - 1)
     ref = fam[(fam.d == cfg.rate_d) & (fam.kappa.round(6) == cfg.rate_kappa) & (fam.spacing == cfg.rate_spacing)]
+    gd_err = abs(np.log(gd_row.measured_rate) / np.log(gd_row.optimal_rate) - 1)
+    kappa_star = float(ref.kappa_star[ref.seed == 0].iloc[0]) if len(ref) else float(rates.kappa_star.iloc[0])
     return [
         Claim(
-            "H*'s non-zero eigenvalues interlace with H's, so kappa* <= kappa (F5)",
-            f"max kappa*/kappa over {len(fam)} problems",
-            None,
-            float(ratio.max()),
-            bool(fam.interlaces.all() and (ratio <= 1 + 1e-12).all()),
-            f"interlacing holds for {int(fam.interlaces.sum())}/{len(fam)}; kappa*/kappa from {ratio.min():.3f} "
-            f"to {ratio.max():.3f} (median {ratio.median():.3f})",
+            id="overparam.interlacing",
+            claim="H*'s non-zero eigenvalues interlace with H's, so kappa* <= kappa (F5)",
+            quantity=f"max kappa*/kappa over {len(fam)} problems",
+            predicted=1.0,
+            measured=ratio.max(),
+            relation="<=",
+            holds=bool(fam.interlaces.all() and (ratio <= 1 + 1e-12).all()),
+            detail=f"interlacing holds for {int(fam.interlaces.sum())}/{len(fam)}; kappa*/kappa from "
+            f"{ratio.min():.3f} to {ratio.max():.3f} (median {ratio.median():.3f})",
+        ),
+        close_to(
+            id="overparam.eigensolver",
+            claim="theory.effective_eigvals agrees with a brute-force eigensolver of H* (F5)",
+            quantity="max |mu - mu_dense| / lambda_max",
+            predicted=0.0,
+            measured=fam.eig_max_rel_error.max(),
+            atol=1e-9,
+            detail=f"{len(fam)} problems, d in {fmt(cfg.dims)}; allowed 1e-9",
+        ),
+        below(
+            id="overparam.reference-kappa-star",
+            claim=f"kappa* < kappa on the reference problem (d={cfg.rate_d}, kappa={cfg.rate_kappa:g}, "
+            f"{cfg.rate_spacing}, seed 0) (F5)",
+            quantity="kappa* (theory)",
+            measured=kappa_star,
+            bound=cfg.rate_kappa,
+            strict=True,
+            detail=f"kappa*/kappa = {kappa_star / cfg.rate_kappa:.3f}: the acceleration the rate claims below measure",
         ),
         Claim(
-            "theory.effective_eigvals agrees with a brute-force eigensolver of H* (F5)",
-            "max |mu - mu_dense| / lambda_max",
-            0.0,
-            float(fam.eig_max_rel_error.max()),
-            bool(fam.eig_max_rel_error.max() < 1e-9),
-            f"{len(fam)} problems, d in {list(cfg.dims)}",
+            id="overparam.bngd-best-rate",
+            claim="BNGD's best rate reaches (kappa*-1)/(kappa*+1) (F5, F6)",
+            quantity="best measured per-step contraction of the direction error, BNGD",
+            predicted=opt_bn,
+            measured=best_bn,
+            holds=exp_err <= cfg.rate_tolerance,
+            detail=f"over {len(bn)} eps near the edge; relative error of -log(rate) {exp_err:.2e} (allowed "
+            f"{cfg.rate_tolerance:g})",
         ),
         Claim(
-            f"kappa* on the reference problem (d={cfg.rate_d}, kappa={cfg.rate_kappa:g}, {cfg.rate_spacing}, seed 0)",
-            "kappa* (theory) vs kappa",
-            float(cfg.rate_kappa),
-            float(ref.kappa_star[ref.seed == 0].iloc[0]) if len(ref) else float(rates.kappa_star.iloc[0]),
-            True,
-            "a number, not a test: kappa* < kappa is the acceleration",
-        ),
-        Claim(
-            "BNGD's best rate reaches (kappa*-1)/(kappa*+1) (F5, F6)",
-            "best measured per-step contraction of the direction error, BNGD",
-            opt_bn,
-            best_bn,
-            bool(exp_err <= cfg.rate_tolerance),
-            f"over {len(bn)} eps near the edge; relative error of -log(rate) {exp_err:.2e}",
-        ),
-        Claim(
-            "GD's best rate is (kappa-1)/(kappa+1) (F1)",
-            "measured per-step contraction at eps = 2/(lambda_max+lambda_min), GD",
-            float(gd_row.optimal_rate),
-            float(gd_row.measured_rate),
-            bool(abs(np.log(gd_row.measured_rate) / np.log(gd_row.optimal_rate) - 1) <= cfg.rate_tolerance),
-            f"BNGD's best {best_bn:.4f} vs GD's best {gd_row.measured_rate:.4f}: "
-            f"BNGD faster: {best_bn < gd_row.measured_rate}",
+            id="overparam.gd-best-rate",
+            claim="GD's best rate is (kappa-1)/(kappa+1) (F1)",
+            quantity="measured per-step contraction at eps = 2/(lambda_max+lambda_min), GD",
+            predicted=gd_row.optimal_rate,
+            measured=gd_row.measured_rate,
+            holds=gd_err <= cfg.rate_tolerance,
+            detail=f"relative error of -log(rate) {gd_err:.2e}; BNGD's best {best_bn:.4f} vs GD's best "
+            f"{gd_row.measured_rate:.4f}: BNGD faster: {best_bn < gd_row.measured_rate}",
         ),
     ]
 
@@ -198,25 +210,4 @@ def plot(cfg: OverparamConfig, tables: Tables, folder: Path) -> list[Path]:
     return save(fig, folder, "overparam")
 
 
-register(
-    Experiment(
-        name="overparam",
-        purpose="kappa vs kappa* over problem families, interlacing vs brute force, best rates of GD and BNGD",
-        row="Convergence rate",
-        facts=("F5", "O4"),
-        config=OverparamConfig,
-        run=run,
-        summarise=summarise,
-        plot=plot,
-        profiles={
-            "quick": {"compile": False},
-            "paper": {
-                "dims": [3, 10, 30, 100, 300, 1000],
-                "kappas": [10, 100, 1000, 10000],
-                "seeds": 10,
-                "rate_num_eps": 200,
-                "rate_steps": 20000,
-            },
-        },
-    )
-)
+register(Experiment("overparam", "Convergence rate", ("F5", "O4"), OverparamConfig, run, summarise, plot))

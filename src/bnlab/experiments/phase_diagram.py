@@ -10,97 +10,87 @@ as converged when below ``tol`` times it, and as diverged when the run blew up o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
 from pydantic import Field
 
-from bnlab.experiments.base import Claim, Experiment, RunContext, Tables, register
+from bnlab.experiments.base import EpsGridConfig, Experiment, RunContext, SeedsConfig, Tables, register
+from bnlab.experiments.claims import Claim, close_to, fmt
 from bnlab.experiments.plotting import THEORY_COLOUR, new_figure, save
-from bnlab.experiments.problems import SpectrumConfig
+from bnlab.experiments.problems import CompiledConfig, SpectrumConfig
 from bnlab.ols import bngd
-from bnlab.sweep import run_chunks
+
+PAPER_EPS_A = [0.001, 0.01, 0.1, 0.3, 0.5, 0.8, 1.0, 1.1, 1.3, 1.5, 1.7, 1.9, 1.99, 2.0, 2.01, 2.1, 2.5, 3.0]
 
 
-class PhaseDiagramConfig(SpectrumConfig):
-    eps_min: float = Field(1e-4, gt=0)
-    eps_max: float = Field(1e8, gt=0)
+class PhaseDiagramConfig(SpectrumConfig, CompiledConfig, EpsGridConfig, SeedsConfig):
+    """Where BNGD converges in the (eps, eps_a) plane, including eps_a in (1, 2] and beyond 2."""
+
+    PROFILES = {
+        "quick": {"compile": False},
+        "paper": {"num_eps": 241, "seeds": 5, "steps": 5000, "eps_a": PAPER_EPS_A},
+    }
+
     num_eps: int = Field(37, ge=3)
     eps_a: tuple[float, ...] = (0.01, 0.1, 0.5, 1.0, 1.2, 1.5, 1.8, 1.95, 2.05, 2.2, 2.5, 3.0)
     steps: int = Field(2000, ge=10)
     tol: float = Field(1e-6, gt=0, lt=1)
     seeds: int = Field(2, ge=1)
-    compile: bool | Literal["auto"] = "auto"
 
 
-def _chunk(spec: dict) -> pd.DataFrame:
-    cfg = PhaseDiagramConfig(**spec["config"])
-    seed = spec["seed"]
+def _chunk(cfg: PhaseDiagramConfig, seed: int) -> pd.DataFrame:
     problem = cfg.problem(seed)
-    eps, eps_a = np.meshgrid(np.geomspace(cfg.eps_min, cfg.eps_max, cfg.num_eps), np.asarray(cfg.eps_a))
+    eps, eps_a = np.meshgrid(cfg.eps_grid, np.asarray(cfg.eps_a))
     eps, eps_a = eps.ravel(), eps_a.ravel()
-    traj = bngd(
-        problem,
-        eps,
-        cfg.steps,
-        eps_a=eps_a,
-        seed=cfg.w0_seed(seed),
-        w0_norm=cfg.norm,
-        record_every=cfg.steps,
-        device=cfg.device,
-        compile=cfg.compile,
-    )
+    traj = bngd(problem, eps, cfg.steps, eps_a=eps_a, **cfg.bn_start(seed, record_every=cfg.steps))
     with np.errstate(invalid="ignore", divide="ignore"):
         rel_gap = traj.excess_loss[-1] / traj.excess_loss[0]
     blown = traj.diverged | ~np.isfinite(rel_gap) | (rel_gap >= 1)
     status = np.where(blown, "diverged", np.where(rel_gap <= cfg.tol, "converged", "decreasing"))
-    return pd.DataFrame({"seed": seed, "eps": eps, "eps_a": eps_a, "rel_gap": rel_gap, "status": status})
+    return pd.DataFrame({"eps": eps, "eps_a": eps_a, "rel_gap": rel_gap, "status": status})
 
 
 def run(cfg: PhaseDiagramConfig, ctx: RunContext) -> None:
-    chunks = {f"seed-{s}": {"config": cfg.model_dump(), "seed": s} for s in range(cfg.seeds)}
-    ctx.store.write_table("cells", run_chunks(ctx.store, chunks, _chunk, ctx.executor, ctx.progress, "phase-diagram"))
+    ctx.store.write_table("cells", ctx.per_chunk(cfg, _chunk, seed=range(cfg.seeds)))
 
 
 def summarise(cfg: PhaseDiagramConfig, tables: Tables) -> list[Claim]:
     cells = tables["cells"]
     theorem = cells[cells.eps_a <= 1]
-    middle = cells[(cells.eps_a > 1) & (cells.eps_a < 2)]
-    beyond = cells[cells.eps_a > 2]
-    eps_range = f"eps in [{cfg.eps_min:g}, {cfg.eps_max:g}]"
-    claims = [
-        Claim(
-            "BNGD converges for every eps when 0 < eps_a <= 1 (F2)",
-            f"fraction of runs with a decreasing gap, eps_a <= 1, {eps_range}",
-            1.0,
-            float((theorem.status != "diverged").mean()),
-            bool((theorem.status != "diverged").all()),
-            f"{len(theorem)} runs; {int((theorem.status == 'converged').sum())} reached {cfg.tol:g} in {cfg.steps} "
-            f"steps, worst gap ratio {theorem.rel_gap.max():.3g}",
-        )
-    ]
-    if len(middle):
+    reached = f"; {int((theorem.status == 'converged').sum())} reached {cfg.tol:g} in {cfg.steps} steps, worst gap "
+    regions = (  # id, claim, the cells, the status expected of every one of them, extra detail
+        (
+            "theorem-range",
+            "BNGD's loss gap decreases for every eps when 0 < eps_a <= 1 (F2)",
+            theorem,
+            "decreasing",
+            reached + f"ratio {theorem.rel_gap.max():.3g}",
+        ),
+        (
+            "beyond-theorem",
+            "With eps_a in (1, 2) the loss gap also decreases for every eps (F9, outside the theorem)",
+            cells[(cells.eps_a > 1) & (cells.eps_a < 2)],
+            "decreasing",
+            "",
+        ),
+        ("diverges-above-two", "eps_a > 2 diverges (F9)", cells[cells.eps_a > 2], "diverged", ""),
+    )
+    claims = []
+    for id, claim, region, expected, extra in regions:
+        if not len(region):
+            continue
+        as_expected = (region.status == "diverged") == (expected == "diverged")
+        span = f"eps_a in {fmt(sorted(region.eps_a.unique()))}, {cfg.eps_range}"
         claims.append(
-            Claim(
-                "eps_a in (1, 2) was seen to converge (F9, outside the theorem)",
-                "fraction of runs with a decreasing gap, 1 < eps_a < 2",
-                None,
-                float((middle.status != "diverged").mean()),
-                bool((middle.status != "diverged").all()),
-                f"{len(middle)} runs at eps_a in {sorted(middle.eps_a.unique())}",
-            )
-        )
-    if len(beyond):
-        claims.append(
-            Claim(
-                "eps_a > 2 diverges (F9)",
-                "fraction of runs diverged, eps_a > 2",
-                1.0,
-                float((beyond.status == "diverged").mean()),
-                bool((beyond.status == "diverged").all()),
-                f"{len(beyond)} runs at eps_a in {sorted(beyond.eps_a.unique())}",
+            close_to(
+                id=f"phase-diagram.{id}",
+                claim=claim,
+                quantity=f"fraction of runs {'diverged' if expected == 'diverged' else 'with a decreasing gap'}",
+                predicted=1.0,
+                measured=as_expected.mean(),
+                detail=f"{len(region)} runs at {span}{extra}",
             )
         )
     return claims
@@ -145,43 +135,4 @@ def _edges(centres: np.ndarray) -> np.ndarray:
     return np.concatenate([centres - step / 2, [centres[-1] + step / 2]])
 
 
-register(
-    Experiment(
-        name="phase-diagram",
-        purpose="Where BNGD converges in the (eps, eps_a) plane, including eps_a in (1, 2] and beyond 2",
-        row="Convergence",
-        facts=("F2", "F9", "O1"),
-        config=PhaseDiagramConfig,
-        run=run,
-        summarise=summarise,
-        plot=plot,
-        profiles={
-            "quick": {"compile": False},
-            "paper": {
-                "num_eps": 241,
-                "seeds": 5,
-                "steps": 5000,
-                "eps_a": [
-                    0.001,
-                    0.01,
-                    0.1,
-                    0.3,
-                    0.5,
-                    0.8,
-                    1.0,
-                    1.1,
-                    1.3,
-                    1.5,
-                    1.7,
-                    1.9,
-                    1.99,
-                    2.0,
-                    2.01,
-                    2.1,
-                    2.5,
-                    3.0,
-                ],
-            },
-        },
-    )
-)
+register(Experiment("phase-diagram", "Convergence", ("F2", "F9", "O1"), PhaseDiagramConfig, run, summarise, plot))

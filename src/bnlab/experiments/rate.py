@@ -11,17 +11,16 @@ comparison is on the exponent ``-log(rate)`` (the steps per e-fold), whose relat
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from bnlab.experiments.base import Claim, Experiment, RunContext, Tables, register
+from bnlab.experiments.base import Experiment, RunContext, SeedsConfig, Tables, register
+from bnlab.experiments.claims import Claim
 from bnlab.experiments.plotting import BNGD_COLOUR, GD_COLOUR, THEORY_COLOUR, new_figure, save
-from bnlab.experiments.problems import SpectrumConfig
+from bnlab.experiments.problems import CompiledConfig, SpectrumConfig
 from bnlab.ols import bngd, gd, theory
-from bnlab.sweep import run_chunks
 
 # Fit the rate down to this fraction of the initial gap (not theory's default 1e-12): when the slowest mode
 # starts with a tiny share of the error it dominates only late, and both excess-loss formulas keep full
@@ -29,7 +28,14 @@ from bnlab.sweep import run_chunks
 _FLOOR = 1e-24
 
 
-class RateConfig(SpectrumConfig):
+class RateConfig(SpectrumConfig, CompiledConfig, SeedsConfig):
+    """Measured asymptotic contraction vs rho(eps)^2 (GD) and rho*(eps_hat_inf)^2 (BNGD), per eps."""
+
+    PROFILES = {
+        "quick": {"compile": False},
+        "paper": {"num_eps": 61, "seeds": 5, "steps": 60000, "record_every": 10},
+    }
+
     bngd_eps_min: float = Field(1e-2, gt=0)
     bngd_eps_max: float = Field(1e2, gt=0)
     num_eps: int = Field(13, ge=2)
@@ -38,26 +44,22 @@ class RateConfig(SpectrumConfig):
     seeds: int = Field(2, ge=1)
     eps_a: float = Field(1.0, gt=0)
     tolerance: float = Field(0.01, gt=0)  # allowed relative error of the exponent -log(rate)
-    compile: bool | Literal["auto"] = "auto"
 
 
 def _exponent(rate):
     return -np.log(np.asarray(rate, dtype=np.float64))
 
 
-def _chunk(spec: dict) -> pd.DataFrame:
-    cfg = RateConfig(**spec["config"])
-    seed = spec["seed"]
+def _chunk(cfg: RateConfig, seed: int) -> pd.DataFrame:
     problem = cfg.problem(seed)
-    common = {"seed": cfg.w0_seed(seed), "w0_norm": cfg.norm, "record_every": cfg.record_every, "device": cfg.device}
     bn_eps = np.geomspace(cfg.bngd_eps_min, cfg.bngd_eps_max, cfg.num_eps)
     # GD from well inside its stable range to 0.95 of its edge (closer, the two extreme modes contract at nearly
     # equal rates and a log-linear fit cannot separate them within the budget), with the optimal eps included.
     gd_eps = np.sort(
         np.append(np.geomspace(0.1, 0.95, cfg.num_eps) * theory.gd_threshold(problem), theory.gd_optimal_eps(problem))
     )
-    bn = bngd(problem, bn_eps, cfg.steps, eps_a=cfg.eps_a, compile=cfg.compile, **common)
-    plain = gd(problem, gd_eps, cfg.steps, **common)
+    bn = bngd(problem, bn_eps, cfg.steps, eps_a=cfg.eps_a, **cfg.bn_start(seed, record_every=cfg.record_every))
+    plain = gd(problem, gd_eps, cfg.steps, **cfg.start(seed, record_every=cfg.record_every))
     eff, eff_fit = bn.eff_step[-1], _eff_step_during_fit(bn)
     frames = [
         pd.DataFrame(
@@ -85,7 +87,7 @@ def _chunk(spec: dict) -> pd.DataFrame:
             }
         ),
     ]
-    frame = pd.concat(frames, ignore_index=True).assign(seed=seed)
+    frame = pd.concat(frames, ignore_index=True)
     frame["exponent_rel_error"] = np.abs(_exponent(frame.measured) / _exponent(frame.predicted) - 1)
     frame["gd_optimal_rate"] = theory.gd_optimal_rate(problem) ** 2
     frame["bngd_optimal_rate"] = theory.bngd_optimal_rate(problem) ** 2
@@ -102,8 +104,21 @@ def _eff_step_during_fit(traj, at_gap: float = 1e-8) -> np.ndarray:
 
 
 def run(cfg: RateConfig, ctx: RunContext) -> None:
-    chunks = {f"seed-{s}": {"config": cfg.model_dump(), "seed": s} for s in range(cfg.seeds)}
-    ctx.store.write_table("rates", run_chunks(ctx.store, chunks, _chunk, ctx.executor, ctx.progress, "rate"))
+    ctx.store.write_table("rates", ctx.per_chunk(cfg, _chunk, seed=range(cfg.seeds)))
+
+
+def _rate_claim(cfg: RateConfig, row: pd.Series, id: str, claim: str, quantity: str, detail: str, also=True) -> Claim:
+    """A measured contraction beside its prediction; the check is on the exponent -log(rate) (see above)."""
+    error = row.exponent_rel_error
+    return Claim(
+        id=id,
+        claim=claim,
+        quantity=quantity,
+        predicted=row.predicted,
+        measured=row.measured,
+        holds=bool(also and error <= cfg.tolerance),
+        detail=f"relative error of -log(rate) {error:.2e} (allowed {cfg.tolerance:g}){detail}",
+    )
 
 
 def summarise(cfg: RateConfig, tables: Tables) -> list[Claim]:
@@ -114,40 +129,34 @@ def summarise(cfg: RateConfig, tables: Tables) -> list[Claim]:
         moving = int((~sub.settled).sum())
         sub = sub[sub.settled]
         measured = sub[np.isfinite(sub.measured)]
-        worst = measured.loc[measured.exponent_rel_error.idxmax()] if len(measured) else None
+        worst = measured.loc[measured.exponent_rel_error.idxmax()]
         formula = "rho(eps)^2" if method == "gd" else "rho*(eps_hat)^2"
         claims.append(
-            Claim(
-                f"{name} converges linearly, loss gap contracting by {formula} per step ({fact})",
-                f"{name} per-step contraction at eps={worst.eps:.3g} (worst of {len(measured)} runs)"
-                if worst is not None
-                else f"{name} per-step contraction",
-                float(worst.predicted) if worst is not None else None,
-                float(worst.measured) if worst is not None else None,
-                bool(
-                    worst is not None
-                    and measured.exponent_rel_error.max() <= cfg.tolerance
-                    and len(measured) == len(sub)
-                ),
-                f"{len(measured)}/{len(sub)} runs converged far enough to fit; max relative error of -log(rate) "
-                f"{measured.exponent_rel_error.max():.2e} (median {measured.exponent_rel_error.median():.2e}, "
-                f"allowed {cfg.tolerance:g}); {moving} run(s) left out whose eps_hat still moved in the fitted "
-                "stretch (a late overshoot of the edge, outside the fixed-eps_hat premise)",
+            _rate_claim(
+                cfg,
+                worst,
+                id=f"rate.{method}-linear",
+                claim=f"{name} converges linearly, loss gap contracting by {formula} per step ({fact})",
+                quantity=f"{name} per-step contraction at eps={worst.eps:.3g} (worst of {len(measured)} runs)",
+                also=len(measured) == len(sub),
+                detail=f" at worst, median {measured.exponent_rel_error.median():.2e}; {len(measured)}/{len(sub)} "
+                f"runs converged far enough to fit; {moving} run(s) left out whose eps_hat still moved in the "
+                "fitted stretch (a late overshoot of the edge, outside the fixed-eps_hat premise)",
             )
         )
     # A few landmark eps of BNGD, each prediction beside its measurement (seed 0).
     bn0 = rates[(rates.method == "bngd") & (rates.seed == rates.seed.min())]
-    for target in (0.01, 1.0, 100.0):
+    for label, target in (("small", 0.01), ("unit", 1.0), ("large", 100.0)):
         row = bn0.iloc[int(np.argmin(np.abs(np.log(bn0.eps / target))))]
         if abs(np.log10(row.eps / target)) < 0.2 and np.isfinite(row.measured):
             claims.append(
-                Claim(
-                    f"BNGD rate at eps = {row.eps:.3g} (F6)",
-                    f"contraction per step, eps_hat_inf = {row.eff_step:.5g}",
-                    float(row.predicted),
-                    float(row.measured),
-                    bool(row.exponent_rel_error <= cfg.tolerance),
-                    f"relative error of -log(rate) {row.exponent_rel_error:.2e}",
+                _rate_claim(
+                    cfg,
+                    row,
+                    id=f"rate.bngd-at-{label}-eps",
+                    claim=f"BNGD rate at eps = {row.eps:.3g} (F6)",
+                    quantity=f"contraction per step, eps_hat_inf = {row.eff_step:.5g}",
+                    detail="",
                 )
             )
     return claims
@@ -179,19 +188,4 @@ def plot(cfg: RateConfig, tables: Tables, folder: Path) -> list[Path]:
     return save(fig, folder, "rate")
 
 
-register(
-    Experiment(
-        name="rate",
-        purpose="Measured asymptotic contraction vs rho(eps)^2 (GD) and rho*(eps_hat_inf)^2 (BNGD), per eps",
-        row="Convergence rate",
-        facts=("F1", "F6", "O2"),
-        config=RateConfig,
-        run=run,
-        summarise=summarise,
-        plot=plot,
-        profiles={
-            "quick": {"compile": False},
-            "paper": {"num_eps": 61, "seeds": 5, "steps": 60000, "record_every": 10},
-        },
-    )
-)
+register(Experiment("rate", "Convergence rate", ("F1", "F6", "O2"), RateConfig, run, summarise, plot))

@@ -9,6 +9,7 @@ from typing import Any
 
 from bnlab.device import resolve_device
 from bnlab.experiments.base import Claim, Experiment, RunContext, get
+from bnlab.experiments.plotting import figure_style
 from bnlab.sweep import Executor, LocalExecutor, ResultStore, RunStore
 
 
@@ -65,7 +66,8 @@ def finish(experiment: Experiment, config: Any, store: RunStore, reused: bool = 
             "claims": [c.to_dict() for c in claims],
         },
     )
-    figures = experiment.plot(config, tables, store.figures_dir())
+    with figure_style():
+        figures = experiment.plot(config, tables, store.figures_dir())
     return Outcome(experiment, config, store, claims, figures, reused)
 
 

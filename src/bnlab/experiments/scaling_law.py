@@ -13,22 +13,26 @@ computed here from the formula, independently of the dynamics code.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from bnlab.experiments.base import Claim, Experiment, ExperimentConfig, RunContext, Tables, register
+from bnlab.experiments.base import Experiment, RunContext, Tables, register
+from bnlab.experiments.claims import Claim, above, close_to, fmt
 from bnlab.experiments.plotting import BNGD_COLOUR, GD_COLOUR, new_figure, save
+from bnlab.experiments.problems import SpectrumConfig, w0_seed
 from bnlab.ols import Problem, bngd, gd, initial_weights
-from bnlab.sweep import run_chunks
 
 
-class ScalingLawConfig(ExperimentConfig):
-    d: int = Field(10, ge=2)
-    kappa: float = Field(100.0, ge=1)
-    spacing: Literal["linear", "log"] = "log"
+class ScalingLawConfig(SpectrumConfig):
+    """Norm growth ||w_k|| (never decreasing) and the scaling law (eps, w0) ~ (gamma^2 eps, gamma w0)."""
+
+    PROFILES = {
+        "quick": {},
+        "paper": {"steps": 300, "identity_steps": 1000, "eps": [1e-3, 0.01, 0.1, 1, 10, 100, 1e4]},
+    }
+
     eps: tuple[float, ...] = (0.01, 1.0, 100.0)
     # Powers of two: scaling by them is exact in binary floating point, so the law must hold to the last bit
     # even on runs that pass through an unstable phase, where any round-off difference would grow exponentially.
@@ -38,7 +42,9 @@ class ScalingLawConfig(ExperimentConfig):
     seed: int = 0
     identity_tolerance: float = Field(1e-9, gt=0)
     law_tolerance: float = Field(1e-8, gt=0)
-    compile: bool | Literal["auto"] = False  # unused: every call here is short (kept for a uniform CLI)
+
+    def w0(self) -> np.ndarray:
+        return initial_weights(self.d, [w0_seed(self.seed)], self.norm)[0]
 
 
 def _grad_norm2(problem: Problem, a: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -50,15 +56,14 @@ def _grad_norm2(problem: Problem, a: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.sum(grad**2, axis=1)
 
 
-def _identity_chunk(spec: dict) -> pd.DataFrame:
-    cfg = ScalingLawConfig(**spec["config"])
-    problem = Problem.from_spectrum(cfg.d, cfg.kappa, cfg.spacing, seed=cfg.seed)
+def _identity_chunk(cfg: ScalingLawConfig) -> pd.DataFrame:
+    problem = cfg.problem(cfg.seed)
     eps = np.asarray(cfg.eps)
-    w = np.repeat(initial_weights(cfg.d, [cfg.seed]), len(eps), axis=0)
+    w = np.repeat(cfg.w0()[None], len(eps), axis=0)
     a = np.ones(len(eps))
     rows = []
     for k in range(cfg.identity_steps):  # one batched step per call: we need every w_k
-        step = bngd(problem, eps, 1, w0=w, a0=a, record_every=1, compile=False)
+        step = bngd(problem, eps, 1, w0=w, a0=a, record_every=1, compile=False, device=cfg.device)
         predicted = np.sum(w**2, axis=1) + eps**2 * _grad_norm2(problem, a, w)
         measured = np.sum(step.w_final**2, axis=1)
         rows.append(
@@ -78,16 +83,15 @@ def _identity_chunk(spec: dict) -> pd.DataFrame:
     return frame
 
 
-def _law_chunk(spec: dict) -> pd.DataFrame:
-    cfg = ScalingLawConfig(**spec["config"])
-    problem = Problem.from_spectrum(cfg.d, cfg.kappa, cfg.spacing, seed=cfg.seed)
-    w0 = initial_weights(cfg.d, [cfg.seed])[0]
+def _law_chunk(cfg: ScalingLawConfig) -> pd.DataFrame:
+    problem = cfg.problem(cfg.seed)
+    w0 = cfg.w0()
     eps0, gamma = np.meshgrid(np.asarray(cfg.eps), np.asarray(cfg.gammas))
     eps0, gamma = eps0.ravel(), gamma.ravel()
     frames = []
     for method, run in (("bngd", bngd), ("gd", gd)):
-        kw = {"compile": False} if method == "bngd" else {}
-        traj = run(problem, gamma**2 * eps0, cfg.steps, w0=gamma[:, None] * w0, record_every=1, **kw)
+        kw = {"compile": False} if method == "bngd" else {}  # short runs: compiling would cost more than it saves
+        traj = run(problem, gamma**2 * eps0, cfg.steps, w0=gamma[:, None] * w0, record_every=1, device=cfg.device, **kw)
         frame = pd.DataFrame(
             {
                 "step": np.repeat(traj.steps, len(eps0)),
@@ -104,14 +108,8 @@ def _law_chunk(spec: dict) -> pd.DataFrame:
 
 
 def run(cfg: ScalingLawConfig, ctx: RunContext) -> None:
-    spec = {"config": cfg.model_dump()}
-    ctx.store.write_table(
-        "identity",
-        run_chunks(ctx.store, {"identity": spec}, _identity_chunk, ctx.executor, ctx.progress, "norm growth"),
-    )
-    ctx.store.write_table(
-        "law", run_chunks(ctx.store, {"law": spec}, _law_chunk, ctx.executor, ctx.progress, "scaling law")
-    )
+    ctx.store.write_table("identity", ctx.per_chunk(cfg, _identity_chunk, "norm growth"))
+    ctx.store.write_table("law", ctx.per_chunk(cfg, _law_chunk, "scaling law"))
 
 
 # Compare only while the reference loss gap is above this fraction of its start: below it the gap is at round-off
@@ -140,40 +138,42 @@ def summarise(cfg: ScalingLawConfig, tables: Tables) -> list[Claim]:
     worst_eps = max(per_eps, key=per_eps.get)
     gd_loss = _deviation(plain, "excess_loss")
     return [
-        Claim(
-            "||w_{k+1}||^2 = ||w_k||^2 + eps^2 ||grad_w J||^2 (F3)",
-            f"max relative error over {len(identity)} steps",
-            0.0,
-            float(identity.rel_error.max()),
-            bool(identity.rel_error.max() <= cfg.identity_tolerance),
-            f"eps in {list(cfg.eps)}; allowed {cfg.identity_tolerance:g}",
+        close_to(
+            id="scaling-law.norm-identity",
+            claim="||w_{k+1}||^2 = ||w_k||^2 + eps^2 ||grad_w J||^2 (F3)",
+            quantity=f"max relative error over {len(identity)} steps",
+            predicted=0.0,
+            measured=identity.rel_error.max(),
+            atol=cfg.identity_tolerance,
+            detail=f"eps in {fmt(cfg.eps)}; the gradient computed from the formula, not by the dynamics code",
         ),
-        Claim(
-            "The Euclidean norm of w never decreases (F3)",
-            "steps where ||w|| decreased",
-            0.0,
-            float(decreases),
-            decreases == 0,
-            f"{len(identity)} steps checked",
+        close_to(
+            id="scaling-law.norm-never-decreases",
+            claim="The Euclidean norm of w never decreases (F3)",
+            quantity="steps where ||w|| decreased",
+            predicted=0.0,
+            measured=decreases,
+            detail=f"{len(identity)} steps checked",
         ),
-        Claim(
-            "(eps, w0) and (gamma^2 eps, gamma w0) give the same a_k and loss (F4)",
-            f"max relative deviation across gamma in {list(cfg.gammas)}",
-            0.0,
-            max(bn_a, bn_loss),
-            bool(max(bn_a, bn_loss) <= cfg.law_tolerance),
-            f"a_k: {bn_a:.2e}, loss: {bn_loss:.2e}, over {cfg.steps} steps (while the gap is above "
-            f"{_ROUNDOFF_GAP:g} of its start) and eps in {list(cfg.eps)}; worst at eps = {worst_eps:g}. A run that "
+        close_to(
+            id="scaling-law.bngd-invariant",
+            claim="(eps, w0) and (gamma^2 eps, gamma w0) give the same a_k and loss (F4)",
+            quantity=f"max relative deviation across gamma in {fmt(cfg.gammas)}",
+            predicted=0.0,
+            measured=max(bn_a, bn_loss),
+            atol=cfg.law_tolerance,
+            detail=f"a_k: {bn_a:.2e}, loss: {bn_loss:.2e}, over {cfg.steps} steps (while the gap is above "
+            f"{_ROUNDOFF_GAP:g} of its start) and eps in {fmt(cfg.eps)}; worst at eps = {worst_eps:g}. A run that "
             "passes through an unstable phase (eps_hat above the edge) amplifies round-off differences "
             "exponentially, so a large deviation there is floating point, not the law",
         ),
-        Claim(
-            "GD has no such law (F4)",
-            "max relative deviation of GD's loss across gamma",
-            None,
-            gd_loss,
-            bool(gd_loss > 1.0),
-            f"GD runs diverged: {int(plain.groupby(['eps0', 'gamma']).diverged.any().sum())} of "
+        above(
+            id="scaling-law.gd-control",
+            claim="GD has no such law (F4; a control: its loss changes with gamma)",
+            quantity="max relative deviation of GD's loss across gamma",
+            measured=gd_loss,
+            bound=1.0,
+            detail=f"GD runs diverged: {int(plain.groupby(['eps0', 'gamma']).diverged.any().sum())} of "
             f"{plain.groupby(['eps0', 'gamma']).ngroups}",
         ),
     ]
@@ -205,18 +205,5 @@ def plot(cfg: ScalingLawConfig, tables: Tables, folder: Path) -> list[Path]:
 
 
 register(
-    Experiment(
-        name="scaling-law",
-        purpose="Norm growth ||w_k|| (never decreasing) and the scaling law (eps, w0) ~ (gamma^2 eps, gamma w0)",
-        row="Robustness to learning rate",
-        facts=("F3", "F4", "O7"),
-        config=ScalingLawConfig,
-        run=run,
-        summarise=summarise,
-        plot=plot,
-        profiles={
-            "quick": {},
-            "paper": {"steps": 300, "identity_steps": 1000, "eps": [1e-3, 0.01, 0.1, 1, 10, 100, 1e4]},
-        },
-    )
+    Experiment("scaling-law", "Robustness to learning rate", ("F3", "F4", "O7"), ScalingLawConfig, run, summarise, plot)
 )

@@ -1,127 +1,99 @@
-"""Learning-rate robustness as a number: the width, in decades, of the eps set that stays near the best.
+"""The learning-rate window: one definition for least squares and for networks.
 
-Given steps-to-tolerance ``S(eps)`` on a geometric eps grid, with ``S* = min S``, the ``F``-window is the set of
-eps with ``S(eps) <= F S*``. On the grid it is a union of runs of consecutive points; each run's ends are placed
-where ``log S`` crosses ``log(F S*)``, by linear interpolation in ``log eps`` with the first point outside, or
-half a grid step out where that point never reaches the tolerance (``S = inf``: a cliff, such as GD's at
-``2 / lambda_max``). The error is then at most half a grid step per end.
+Given a cost on a geometric grid of learning rates ``x`` (lower is better), with ``c* = min c``, the window is
 
-- ``width``: the total length of the runs, ``sum log10(eps_hi / eps_lo)`` (the measure of the window);
-- ``span``: from the lowest to the highest end, ``log10(max eps_hi / min eps_lo)``, bridging gaps.
+    W = {x : c(x) <= c* + allowance},
 
-They differ only where S has a bump above ``F S*`` between good values: BNGD has one, around the eps where
-its effective step first overshoots the stability edge and ``||w||`` must grow before it converges.
+least squares: ``c = log(steps to tolerance)`` and ``allowance = log F`` (within a factor F of the fewest steps);
+networks: ``c = -accuracy`` and ``allowance = tol`` (within ``tol`` of the best accuracy).
 
-Shared by ``lr-robustness`` (O5) and ``dimension`` (O6), which also share the chunk that measures ``S(eps)``
-for GD and BNGD on one problem.
+On the grid ``W`` is a union of runs of consecutive points. Each run's ends are placed where ``c`` crosses
+``c* + allowance``, by linear interpolation in ``log10 x`` with the first point outside; or half a grid step out
+where that point has no finite cost (a run that never reached the tolerance: a cliff, such as GD's at
+``2 / lambda_max``); or at the last grid point where the window reaches the grid's end. The error is at most
+half a grid step per end.
+
+- ``width``: the total length of the runs, ``sum log10(hi / lo)`` (the measure of the window, in decades);
+- ``span``: from the lowest to the highest end, ``log10(max hi / min lo)``, bridging gaps.
+
+They differ only where the cost has a bump above the allowance between good values (BNGD has one, around the
+eps where its effective step first overshoots the stability edge and ``||w||`` must grow before it converges).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-import pandas as pd
 
-from bnlab.ols import Problem, bngd, gd, theory
-
-FACTORS = (2.0, 10.0)
+from bnlab.errors import BnlabError
 
 
-def window_runs(eps: np.ndarray, steps: np.ndarray, factor: float) -> list[tuple[float, float]]:
-    """``[(eps_lo, eps_hi), ...]`` of the runs of the ``factor``-window, ascending (empty if nothing converged)."""
-    eps = np.asarray(eps, dtype=np.float64)
-    steps = np.asarray(steps, dtype=np.float64)
-    order = np.argsort(eps)
-    eps, steps = eps[order], steps[order]
-    finite = np.isfinite(steps)
+@dataclass(frozen=True)
+class Window:
+    runs: tuple[tuple[float, float], ...]  # (lo, hi) of each run, ascending; empty if no cost was finite
+
+    @property
+    def width(self) -> float:
+        """Decades covered by the runs (NaN if empty)."""
+        return float(sum(np.log10(hi / lo) for lo, hi in self.runs)) if self.runs else float("nan")
+
+    @property
+    def span(self) -> float:
+        """Decades from the lowest to the highest end (NaN if empty)."""
+        return float(np.log10(self.hi / self.lo)) if self.runs else float("nan")
+
+    @property
+    def lo(self) -> float:
+        return self.runs[0][0] if self.runs else float("nan")
+
+    @property
+    def hi(self) -> float:
+        return self.runs[-1][1] if self.runs else float("nan")
+
+
+def lr_window(x, cost, allowance: float) -> Window:
+    """The window ``{x : cost(x) <= min cost + allowance}`` with interpolated ends (see the module docstring).
+    Non-finite costs (inf, NaN) are never inside."""
+    x = np.asarray(x, dtype=np.float64)
+    cost = np.asarray(cost, dtype=np.float64)
+    if x.shape != cost.shape or x.ndim != 1 or x.size == 0:
+        raise BnlabError(f"x and cost must be equal-length non-empty vectors, got {x.shape} and {cost.shape}")
+    if np.any(x <= 0):
+        raise BnlabError("learning rates must be positive to measure a window in decades")
+    order = np.argsort(x)
+    log_x, cost = np.log10(x[order]), cost[order]
+    finite = np.isfinite(cost)
     if not finite.any():
-        return []
-    best = float(steps[finite].min())
-    level = np.log(factor * best)
-    inside = finite & (steps <= factor * best)
+        return Window(())
+    level = float(cost[finite].min()) + allowance
+    inside = finite & (cost <= level)
     # Run boundaries: where ``inside`` switches on (starts) and off (ends, inclusive).
-    padded = np.concatenate([[False], inside, [False]]).astype(int)
-    starts = np.flatnonzero(np.diff(padded) == 1)
-    ends = np.flatnonzero(np.diff(padded) == -1) - 1
-    log_eps = np.log10(eps)
-    return [
-        (10 ** _edge(log_eps, steps, lo, lo - 1, level), 10 ** _edge(log_eps, steps, hi, hi + 1, level))
+    padded = np.diff(np.concatenate([[0], inside.astype(int), [0]]))
+    starts, ends = np.flatnonzero(padded == 1), np.flatnonzero(padded == -1) - 1
+    runs = tuple(
+        (10 ** _edge(log_x, cost, lo, lo - 1, level), 10 ** _edge(log_x, cost, hi, hi + 1, level))
         for lo, hi in zip(starts, ends, strict=True)
-    ]
+    )
+    return Window(runs)
 
 
-def _edge(log_eps: np.ndarray, steps: np.ndarray, last_in: int, first_out: int, level: float) -> float:
-    if first_out < 0 or first_out >= len(log_eps):
-        return float(log_eps[last_in])  # the window reaches the end of the grid
-    if not np.isfinite(steps[first_out]):
-        return float((log_eps[last_in] + log_eps[first_out]) / 2)  # a cliff: half a grid step out
-    s_in, s_out = np.log(steps[last_in]), np.log(steps[first_out])
-    t = (level - s_in) / (s_out - s_in) if s_out != s_in else 0.0
-    return float(log_eps[last_in] + t * (log_eps[first_out] - log_eps[last_in]))
+def _edge(log_x: np.ndarray, cost: np.ndarray, last_in: int, first_out: int, level: float) -> float:
+    if first_out < 0 or first_out >= len(log_x):
+        return float(log_x[last_in])  # the window reaches the end of the grid
+    if not np.isfinite(cost[first_out]):
+        return float((log_x[last_in] + log_x[first_out]) / 2)  # a cliff: half a grid step out
+    c_in, c_out = cost[last_in], cost[first_out]
+    t = (level - c_in) / (c_out - c_in) if c_out != c_in else 0.0
+    return float(log_x[last_in] + t * (log_x[first_out] - log_x[last_in]))
 
 
-def window_width(eps: np.ndarray, steps: np.ndarray, factor: float) -> float:
-    """Total width in decades of the ``factor``-window (NaN if nothing converged)."""
-    runs = window_runs(eps, steps, factor)
-    return float(sum(np.log10(hi / lo) for lo, hi in runs)) if runs else float("nan")
+def steps_window(eps, steps, factor: float) -> Window:
+    """Least squares: eps whose steps to tolerance are within ``factor`` of the fewest (``inf``: never reached)."""
+    with np.errstate(divide="ignore"):
+        return lr_window(eps, np.log(np.asarray(steps, dtype=np.float64)), float(np.log(factor)))
 
 
-def window_span(eps: np.ndarray, steps: np.ndarray, factor: float) -> float:
-    """Decades from the lowest to the highest eps of the ``factor``-window (NaN if nothing converged)."""
-    runs = window_runs(eps, steps, factor)
-    return float(np.log10(runs[-1][1] / runs[0][0])) if runs else float("nan")
-
-
-def gd_predicted_width(problem: Problem, factor: float, points: int = 200_001) -> float:
-    """GD's ``factor``-window from F1 alone: steps to a fixed tolerance scale as ``1 / -log rho(eps)``,
-    so the window is where ``-log rho(eps) >= -log rho_opt / factor``, evaluated on a fine grid up to
-    ``2 / lambda_max``."""
-    eps = np.geomspace(theory.gd_optimal_eps(problem) * 1e-4, theory.gd_threshold(problem), points)[:-1]
-    speed = -np.log(theory.gd_rate(problem, eps))
-    ok = eps[speed >= speed.max() / factor]
-    return float(np.log10(ok.max() / ok.min()))
-
-
-def steps_frame(
-    problem: Problem, eps: np.ndarray, steps: int, tol: float, w0_norm: str, seed: int, **kw
-) -> pd.DataFrame:
-    """Steps to reach ``gap <= tol * gap_0`` (``inf`` if not within ``steps``) for GD and BNGD (``eps_a`` in
-    ``kw``, default 1) over ``eps``, from the same ``w0`` (drawn from ``seed``)."""
-    device = kw.get("device", "cpu")
-    common = {"seed": seed, "w0_norm": w0_norm, "record_every": 1, "device": device}
-    frames = []
-    for method, traj in (
-        ("gd", gd(problem, eps, steps, **common)),
-        ("bngd", bngd(problem, eps, steps, eps_a=kw.get("eps_a", 1.0), compile=kw.get("compile", "auto"), **common)),
-    ):
-        frames.append(
-            pd.DataFrame(
-                {
-                    "method": method,
-                    "eps": eps,
-                    "steps_to_tol": theory.steps_to_tolerance(traj.steps, traj.excess_loss, tol),
-                    "final_rel_gap": traj.excess_loss[-1] / traj.excess_loss[0],
-                    "diverged": traj.diverged,
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
-
-
-def widths_table(steps_table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """One row per ``keys + [method, seed]`` group: the 2x and 10x window ``width_*`` and ``span_*`` (decades),
-    the window's outer ends ``lo_*``, ``hi_*``, and the best eps and its steps."""
-    rows = []
-    for group, frame in steps_table.groupby([*keys, "method", "seed"], sort=True):
-        row = dict(zip([*keys, "method", "seed"], group, strict=True))
-        eps, steps = frame.eps.to_numpy(), frame.steps_to_tol.to_numpy()
-        finite = np.isfinite(steps)
-        row["best_steps"] = float(steps[finite].min()) if finite.any() else float("nan")
-        row["best_eps"] = float(eps[finite][np.argmin(steps[finite])]) if finite.any() else float("nan")
-        for f in FACTORS:
-            runs = window_runs(eps, steps, f)
-            row[f"width_{f:g}x"] = window_width(eps, steps, f)
-            row[f"span_{f:g}x"] = window_span(eps, steps, f)
-            row[f"lo_{f:g}x"] = runs[0][0] if runs else float("nan")
-            row[f"hi_{f:g}x"] = runs[-1][1] if runs else float("nan")
-        rows.append(row)
-    return pd.DataFrame(rows)
+def accuracy_window(lrs, accuracy, tol: float) -> Window:
+    """Networks: learning rates whose accuracy is within ``tol`` (absolute) of the best (NaN: never inside)."""
+    return lr_window(lrs, -np.asarray(accuracy, dtype=np.float64), tol)

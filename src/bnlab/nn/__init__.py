@@ -2,7 +2,6 @@
 
 from bnlab.nn.data import DATASETS, Dataset, load_dataset
 from bnlab.nn.fetch import default_data_dir, fetch
-from bnlab.nn.metrics import lr_window_decades
 from bnlab.nn.models import KINDS, BatchedNet, ModelSpec, init_batched, reference_module
 from bnlab.nn.trainer import NetConfig, TrainResult, batch_schedule, evaluate, network_losses, train
 
@@ -20,7 +19,6 @@ __all__ = [
     "fetch",
     "init_batched",
     "load_dataset",
-    "lr_window_decades",
     "network_losses",
     "reference_module",
     "train",

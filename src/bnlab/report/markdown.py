@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bnlab.report.page import _number, _percent
+from bnlab.report.page import _percent, measured_text, predicted_text
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
@@ -27,15 +27,22 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "",
         "## Predictions beside measurements",
         "",
-        "| Experiment | Claim | Quantity | Predicted | Measured | Rel. error | Verdict |",
+        "| Experiment | Claim | Quantity | Predicted | Measured [95% CI] | Rel. error | Verdict |",
         "|---|---|---|---|---|---|---|",
     ]
     for exp in summary["experiments"]:
         for c in exp["claims"]:
             verdict = "holds" if c["holds"] else "**does not hold**"
-            claim, quantity = (c[k].replace("|", "/") for k in ("claim", "quantity"))
+            claim, quantity, predicted, measured = (
+                _cell(text) for text in (c["claim"], c["quantity"], predicted_text(c), measured_text(c))
+            )
             lines.append(
-                f"| {exp['name']} | {claim} | {quantity} | {_number(c['predicted'])} | {_number(c['measured'])} | "
+                f"| {exp['name']} | `{c['id']}` {claim} | {quantity} | {predicted} | {measured} | "
                 f"{_percent(c['rel_error'])} | {verdict} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    """Text for a table cell: a literal ``|`` escaped (so ``||w||`` stays ``||w||``, not a column break)."""
+    return text.replace("|", "\\|")

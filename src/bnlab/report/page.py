@@ -34,8 +34,32 @@ def _percent(x: Any) -> str:
     return f"{x:.2%}" if x >= 1e-4 else f"{x:.1e}"
 
 
-def _data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+_BOUND_SIGNS = {">": ">", "<": "<", ">=": "≥", "<=": "≤"}
+
+
+def predicted_text(claim: dict[str, Any]) -> str:
+    """The prediction as the claim checks it: ``0.02`` (close to it), ``> 0.67`` or ``≤ 1`` (a bound)."""
+    sign = _BOUND_SIGNS.get(claim.get("relation", "~"))
+    value = _number(claim["predicted"])
+    return f"{sign} {value}" if sign and claim["predicted"] is not None else value
+
+
+def measured_text(claim: dict[str, Any]) -> str:
+    """The measurement, with its bootstrap interval where it has one: ``1.2 [0.9, 1.5]``."""
+    value = _number(claim["measured"])
+    if claim.get("ci_low") is None:
+        return value
+    return f"{value} [{_number(claim['ci_low'])}, {_number(claim['ci_high'])}]"
+
+
+def _figure(path: Path) -> dict[str, Any]:
+    """The PNG inline, shown at half its pixel width (it is written at twice the CSS pixel density, so it is
+    never upscaled, and sharp on high-density screens)."""
+    data = Path(path).read_bytes()
+    width = int.from_bytes(data[16:20], "big")  # the IHDR chunk: width, then height, big-endian
+    height = int.from_bytes(data[20:24], "big")
+    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return {"name": path.stem, "src": uri, "width": width // 2, "height": height // 2}
 
 
 def _environments(summary: dict[str, Any]) -> list[tuple[str, str]]:
@@ -55,10 +79,10 @@ def render_page(summary: dict[str, Any], outcomes: Sequence[Outcome]) -> str:
     env = Environment(loader=PackageLoader("bnlab.report", "templates"), autoescape=select_autoescape(["html"]))
     env.filters["num"] = _number
     env.filters["pct"] = _percent
+    env.filters["predicted"] = predicted_text
+    env.filters["measured"] = measured_text
     figures = {
-        o.experiment.name: [
-            {"name": p.stem, "src": _data_uri(p)} for p in o.figures if p.suffix == ".png" and Path(p).exists()
-        ]
+        o.experiment.name: [_figure(Path(p)) for p in o.figures if p.suffix == ".png" and Path(p).exists()]
         for o in outcomes
     }
     sections = []
