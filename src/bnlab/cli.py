@@ -85,6 +85,8 @@ def run(name, profile, overrides, device, out, executor, ray_address, no_progres
         progress=not no_progress,
     )
     _print_claims(outcome)
+    if outcome.experiment.row_note:
+        console.print(f"{outcome.experiment.row}: {outcome.experiment.row_note(outcome.claims)}", markup=False)
     state = "reused stored results" if outcome.reused else "computed"
     console.print(f"{state}: {outcome.store.path}")
     for fig in outcome.figures:

@@ -1,7 +1,8 @@
 """The learning-rate window law of BNGD (eps_a = 1) against windows measured on trajectories.
 
-The measured F-window is the eps range whose steps to ``gap <= tol gap_0`` stay within F times the best
-level sustained over three consecutive grid points (a quarter decade at 12 points per decade). Why sustained:
+The measured F-window (``steps_window(..., sustain=3)``) is the eps range whose steps to ``gap <= tol gap_0`` stay
+within F times the best level sustained over three consecutive grid points (a quarter decade at 12 points per
+decade). Why sustained:
 on spectra with a few large eigenvalues (spiked) a lone eps can be lucky, its transient passing through
 ``eps_hat = 1 / lambda*_max`` and wiping out the top modes all at once, converging several times faster than
 its neighbours; such an eps is not a usable learning rate (it moves with w0), and the law speaks of the band.
@@ -11,6 +12,7 @@ The outer ends of the window are compared with the law's ``[eps_lo / s, s eps_hi
 import numpy as np
 import pytest
 
+from bnlab.experiments.windows import steps_window
 from bnlab.ols import Problem, bngd, initial_weights, theory
 
 TOL = 1e-6
@@ -32,26 +34,6 @@ FAMILIES = {
 TOLERANCE = {"spiked": 0.35}
 
 
-def sustained_window(eps: np.ndarray, steps: np.ndarray, factor: float) -> tuple[float, float]:
-    """log10 of the outer ends of ``{eps: S(eps) <= factor * best}``, ``best`` the lowest level that three
-    consecutive grid points all reach; ends by log-linear interpolation (half a step out at a cliff)."""
-    padded = np.r_[np.inf, steps, np.inf]
-    best = np.min(np.maximum(np.maximum(padded[:-2], padded[1:-1]), padded[2:]))
-    level = np.log(factor * best)
-    inside = np.flatnonzero(steps <= factor * best)
-    x = np.log10(eps)
-
-    def end(i_in: int, i_out: int) -> float:
-        if not 0 <= i_out < len(x):
-            return float(x[i_in])
-        if not np.isfinite(steps[i_out]):
-            return float((x[i_in] + x[i_out]) / 2)
-        s_in, s_out = np.log(steps[i_in]), np.log(steps[i_out])
-        return float(x[i_in] + (level - s_in) / (s_out - s_in) * (x[i_out] - x[i_in]))
-
-    return end(inside[0], inside[0] - 1), end(inside[-1], inside[-1] + 1)
-
-
 def measure(problem: Problem, factor: float) -> dict[str, float]:
     """Median over ``SEEDS`` of the predicted and measured window ends (log10 eps), one batched BNGD call."""
     w0 = initial_weights(problem.d, list(SEEDS))
@@ -64,7 +46,8 @@ def measure(problem: Problem, factor: float) -> dict[str, float]:
     n = len(eps)
     traj = bngd(problem, np.tile(eps, len(SEEDS)), steps, w0=np.repeat(w0, n, axis=0), a0=1.0, compile=False)
     counts = theory.steps_to_tolerance(traj.steps, traj.excess_loss, TOL).reshape(len(SEEDS), n)
-    ends = np.array([sustained_window(eps, counts[i], factor) for i in range(len(SEEDS))])
+    windows = [steps_window(eps, counts[i], factor, sustain=3) for i in range(len(SEEDS))]
+    ends = np.log10([(w.lo, w.hi) for w in windows])
     return {
         "law_lo": float(np.median(np.log10(law.lower))),
         "law_hi": float(np.median(np.log10(law.upper))),
@@ -96,6 +79,8 @@ def test_window_law_over_the_family_matrix(family, d, kappa, u_law, factor):
     if family in ("marchenko-pastur", "spiked") and kappa != 10.0:
         pytest.skip("kappa does not apply to this family")
     m = measure(_problem(family, d, kappa=kappa, u_law=u_law), factor)
-    allowed = TOLERANCE.get(family, 0.25)
+    # At F = 2 the ends sit at twice the best steps (~50 at kappa* = 10), where the transient's few steps, which
+    # the law's asymptotic count leaves out, move them by up to 0.26 decade (linear, d = 10, kappa = 100).
+    allowed = TOLERANCE.get(family, 0.25 if factor == 10 else 0.3)
     assert m["lo"] == pytest.approx(m["law_lo"], abs=allowed)
     assert m["hi"] == pytest.approx(m["law_hi"], abs=allowed)

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
 from bnlab.experiments.base import Experiment, RunContext, Tables, register
 from bnlab.experiments.claims import Claim, above, close_to, wider_than
 from bnlab.experiments.plotting import BNGD_COLOUR, GD_COLOUR, THEORY_COLOUR, new_figure, save, seed_band, sentinel
-from bnlab.experiments.problems import Spacing, SpectrumConfig
+from bnlab.experiments.problems import Spectrum, SpectrumConfig
 from bnlab.experiments.steps_to_tol import FACTORS, StepsToTolConfig, gd_predicted_width, steps_frame, widths_table
 from bnlab.ols import theory
 
@@ -29,7 +29,7 @@ class LrRobustnessConfig(SpectrumConfig, StepsToTolConfig):
     PROFILES = {"quick": {}, "paper": {"num_eps": 241, "seeds": 5, "steps": 5000}}
 
     d: int = Field(100, ge=2)
-    spacing: Spacing = "linear"
+    spectrum: Spectrum = Field("linear", validation_alias=AliasChoices("spectrum", "spacing"))
     # BNGD's window must be at least this many decades, and GD's within this margin of its prediction.
     min_bngd_decades: float = Field(2.0, ge=0)
     gd_margin_decades: float = Field(0.25, gt=0)
@@ -37,7 +37,7 @@ class LrRobustnessConfig(SpectrumConfig, StepsToTolConfig):
 
 def _chunk(cfg: LrRobustnessConfig, seed: int) -> pd.DataFrame:
     problem = cfg.problem(seed)
-    frame = steps_frame(problem, cfg, seed, cfg.norm)
+    frame = steps_frame(problem, cfg, seed, cfg.w0_norm)
     for f in FACTORS:
         frame[f"gd_width_{f:g}x_predicted"] = gd_predicted_width(problem, f)
     frame["gd_threshold"] = theory.gd_threshold(problem)
@@ -136,7 +136,7 @@ def plot(cfg: LrRobustnessConfig, tables: Tables, folder: Path) -> list[Path]:
     sentinel(ax, cap, f"not reached in budget (drawn at {cap:g})")
     ax.set_xlabel("learning rate eps")
     ax.set_ylabel(f"steps to gap <= {cfg.tol:g} x initial")
-    ax.set_title(f"Learning-rate robustness, d={cfg.d}, kappa={cfg.kappa:g} ({cfg.spacing}, {cfg.norm} u, w0)")
+    ax.set_title(f"Learning-rate robustness, {cfg.family}")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     return save(fig, folder, "lr_robustness")
 

@@ -176,7 +176,7 @@ def plot(cfg: RateConfig, tables: Tables, folder: Path) -> list[Path]:
     ax.set_yscale("log")
     ax.set_xlabel("learning rate eps")
     ax.set_ylabel("-log(contraction per step)")
-    ax.set_title(f"Asymptotic rate, d={cfg.d}, kappa={cfg.kappa:g} ({cfg.spacing})")
+    ax.set_title(f"Asymptotic rate, {cfg.family}")
     ax.legend(fontsize=8)
     ax_err.axhline(cfg.tolerance, color=THEORY_COLOUR, ls="--", lw=1, label=f"tolerance {cfg.tolerance:g}")
     ax_err.set_xscale("log")

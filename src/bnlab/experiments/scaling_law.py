@@ -44,7 +44,7 @@ class ScalingLawConfig(SpectrumConfig):
     law_tolerance: float = Field(1e-8, gt=0)
 
     def w0(self) -> np.ndarray:
-        return initial_weights(self.d, [w0_seed(self.seed)], self.norm)[0]
+        return initial_weights(self.d, [w0_seed(self.seed)], self.w0_norm)[0]
 
 
 def _grad_norm2(problem: Problem, a: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -23,6 +23,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
             f"| {row['row']} | {row['gd']} | {row['bngd']} | {', '.join(row['experiments'])} | "
             f"{verdict} ({row['claims_held']}/{row['claims_total']} claims) |"
         )
+    notes = [f"- **{row['row']}**: {row['note']}" for row in summary["rows"] if row.get("note")]
+    lines += ["", *notes] if notes else []
     lines += [
         "",
         "## Predictions beside measurements",
