@@ -26,10 +26,10 @@ MINUTE = {
     "overparam": {
         "dims": [3],
         "kappas": [10.0],
-        "spacings": ["log"],
+        "spectra": ["log", "spiked"],
         "seeds": 1,
         "rate_d": 3,
-        "rate_kappa": 10.0,
+        "kappa": 10.0,
         "rate_num_eps": 3,
         "rate_steps": 300,
     },

@@ -16,7 +16,6 @@ ROTATE_MAX_D = 1000
 # w0 is drawn from its own seed, independent of the problem's (which draws Q and u).
 W0_SEED_OFFSET = 1000
 
-Spacing = Literal["linear", "log"]
 Spectrum = Literal["linear", "log", "marchenko-pastur", "spiked"]
 ULaw = Literal["gaussian", "rademacher", "student-t", "sparse"]
 Norm = Literal["gaussian", "unit"]
@@ -25,10 +24,6 @@ Norm = Literal["gaussian", "unit"]
 def w0_seed(seed: int) -> int:
     """The seed of ``w0`` for the problem of seed ``seed``."""
     return W0_SEED_OFFSET + seed
-
-
-def spectrum_problem(d: int, kappa: float, spacing: Spectrum, seed: int, norm: Norm = "gaussian") -> Problem:
-    return Problem.from_spectrum(d, kappa, spacing, seed=seed, u_norm=norm, rotate=d <= ROTATE_MAX_D)
 
 
 class OLSConfig(ExperimentConfig):

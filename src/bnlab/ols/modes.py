@@ -132,8 +132,8 @@ def modal_forecast(modal: ModalGap, eff_step, eps_a, offsets) -> np.ndarray:
     along u left out). Fitting its logarithm as a measured gap is fitted predicts the measured rate where
     modes compete (close eigenvalues of H*, or eps_hat near the tie ``2 / (lambda*_max + lambda*_min)``)."""
     rates, a_rate = mode_rates(modal.mu, eff_step, eps_a)
-    t = np.asarray(offsets, dtype=np.float64)
-    modes_later = np.einsum("...j,...jt->...t", modal.modes, rates[..., None] ** t)
+    t = np.asarray(offsets, dtype=np.float64)  # (T,) for every run, or (..., T) per run
+    modes_later = np.einsum("...j,...jt->...t", modal.modes, rates[..., None] ** (t[..., None, :] if t.ndim > 1 else t))
     return modes_later + modal.a_part[..., None] * np.asarray(a_rate)[..., None] ** t
 
 
