@@ -97,8 +97,25 @@ def run(name, profile, overrides, device, out, executor, ray_address, no_progres
 @cli.command()
 @click.option("--d", "d", type=int, default=10, show_default=True, help="Dimension.")
 @click.option("--kappa", type=float, default=100.0, show_default=True, help="Condition number.")
-@click.option("--spacing", type=click.Choice(["linear", "log"]), default="log", show_default=True)
+@click.option(
+    "--spectrum",
+    "--spacing",
+    "spectrum",
+    type=click.Choice(["linear", "log", "marchenko-pastur", "spiked"]),
+    default="log",
+    show_default=True,
+    help="Spectrum family (docs/problems.md).",
+)
+@click.option("--aspect", type=float, default=4.0, show_default=True, help="marchenko-pastur: n / d.")
+@click.option("--rho", type=float, default=0.5, show_default=True, help="spiked: correlation in a block.")
+@click.option("--spikes", type=int, default=1, show_default=True, help="spiked: number of blocks.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--u-law",
+    type=click.Choice(["gaussian", "rademacher", "student-t", "sparse"]),
+    default="gaussian",
+    show_default=True,
+)
 @click.option("--u-norm", type=click.Choice(["gaussian", "unit"]), default="gaussian", show_default=True)
 @click.option(
     "--matrix",
@@ -107,7 +124,7 @@ def run(name, profile, overrides, device, out, executor, ray_address, no_progres
     help="A .npy file with H, or a .npz with H and g (and optionally c), instead of a spectrum.",
 )
 @click.option("--eps", type=float, multiple=True, help="Learning rates at which to print GD's rate.")
-def theory(d, kappa, spacing, seed, u_norm, matrix, eps) -> None:
+def theory(d, kappa, spectrum, aspect, rho, spikes, seed, u_law, u_norm, matrix, eps) -> None:
     """Print a problem's closed-form quantities: thresholds, kappa, kappa*, optimal rates."""
     from bnlab.ols import Problem
     from bnlab.ols import theory as th
@@ -115,7 +132,8 @@ def theory(d, kappa, spacing, seed, u_norm, matrix, eps) -> None:
     if matrix:
         problem = _load_problem(Path(matrix))
     else:
-        problem = Problem.from_spectrum(d, kappa, spacing, seed=seed, u_norm=u_norm)
+        family = {"aspect": aspect, "rho": rho, "spikes": spikes, "u_law": u_law, "u_norm": u_norm}
+        problem = Problem.from_spectrum(d, kappa, spectrum, seed=seed, **family)
     summary = th.summarise(problem)
     table = Table("quantity", "value", title=repr(problem), box=None)
     for key, value in vars(summary).items():
@@ -144,8 +162,14 @@ def _load_problem(path: Path):
 @cli.command()
 @click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
 @click.option("--only", "only", multiple=True, metavar="NAME", help="Run only this experiment (repeatable).")
+@click.option(
+    "--families",
+    is_flag=True,
+    help="Run every OLS experiment (or --only some) over the family matrix of docs/problems.md instead, and write "
+    "OUT/families.csv and OUT/families.md (the claims that do not hold, each with its family).",
+)
 @execution_options
-def reproduce(profile, only, device, out, executor, ray_address, no_progress) -> None:
+def reproduce(profile, only, families, device, out, executor, ray_address, no_progress) -> None:
     """Run every experiment (or --only some) and write OUT/report.html and OUT/summary.json.
 
     Exits 0 whether or not every claim holds: a claim that does not hold is a measurement, listed at the end.
@@ -154,6 +178,9 @@ def reproduce(profile, only, device, out, executor, ray_address, no_progress) ->
     from bnlab.report import build_report
     from bnlab.sweep import make_executor
 
+    if families:
+        _reproduce_families(profile, only, out, make_executor(executor, ray_address), device, not no_progress)
+        return
     names = list(dict.fromkeys(only)) if only else list(REGISTRY)
     for name in names:  # unknown names, invalid configs and missing data fail before anything runs
         _check_runnable(name, get(name).resolve(profile))
@@ -167,6 +194,22 @@ def reproduce(profile, only, device, out, executor, ray_address, no_progress) ->
     html_path, json_path = build_report(out, outcomes, profile)
     _print_verdicts(outcomes)
     console.print(f"report: {html_path}\nsummary: {json_path}")
+
+
+def _reproduce_families(profile, only, out, runner, device, progress) -> None:
+    from bnlab.experiments import get
+    from bnlab.experiments.families import OLS_EXPERIMENTS, families_markdown, run_families
+
+    names = list(dict.fromkeys(only)) if only else list(OLS_EXPERIMENTS)
+    for name in names:
+        if name not in OLS_EXPERIMENTS:
+            get(name)  # an unknown name says so
+            raise BnlabError(f"--families runs the OLS experiments only ({', '.join(OLS_EXPERIMENTS)}), not {name}")
+    table = run_families(Path(out), profile, names, device=device, executor=runner, progress=progress)
+    table.to_csv(Path(out) / "families.csv", index=False)
+    (Path(out) / "families.md").write_text(families_markdown(table))
+    console.print(f"{int(table.holds.sum())} of {len(table)} claims hold over the family matrix")
+    console.print(f"table: {Path(out) / 'families.csv'}\nfailing claims by family: {Path(out) / 'families.md'}")
 
 
 def _check_runnable(name: str, config) -> None:
