@@ -35,7 +35,7 @@ MINUTE = {
     },
     "effective-step": {"num_eps": 7, "seeds": 1, "steps": 50, "trace_eps": [1.0]},
     "lr-robustness": {"d": 5, "num_eps": 9, "seeds": 2, "steps": 50, "tol": 0.01},
-    "dimension": {"dims": [4, 8], "spiked_dims": [4, 8], "seeds": 1, "per_decade": 2, "budget": 1, "tol": 0.01},
+    "dimension": {"dims": [4, 8], "spiked_dims": [4, 8], "seeds": 1, "per_decade": 2, "budget": 1, "spiked_budget": 1, "tol": 0.01},
     "scaling-law": {"steps": 10, "identity_steps": 3},
     "nn-lr": NN,
     "nn-bn-lr": {**NN, "bn_lrs": [1.0, 0.1]},

@@ -47,9 +47,9 @@ CASES: dict[str, str] = {
     "spiked": "(c) spiked spectrum, unit u and w0",
 }
 # The law's ends are within 0.16 decade of the measured ones on linear, log and Marchenko-Pastur spectra
-# (tests/ols/test_window_law.py). On spiked ones the measured window reaches up to 0.6 decade further: steps in
+# (tests/ols/test_window_law.py). On spiked ones the measured window reaches up to 0.35 decade further: steps in
 # the band are ragged (the top modes sit at their stability edge) and the first large step lands along the spikes.
-LAW_TOLERANCE = {"fixed": 0.25, "raw": 0.25, "spiked": 0.6}
+LAW_TOLERANCE = {"fixed": 0.25, "raw": 0.25, "spiked": 0.4}
 
 
 class DimensionConfig(FamilyConfig, CompiledConfig, SeedsConfig):
@@ -79,6 +79,8 @@ class DimensionConfig(FamilyConfig, CompiledConfig, SeedsConfig):
     margin: float = Field(0.75, gt=0)  # decades of grid beyond the law's predicted 10x window
     tol: float = Field(1e-6, gt=0, lt=1)
     budget: float = Field(2.0, ge=1)  # steps = budget x 10 x the asymptotic steps at the best rate
+    # Case (c): its band's steps run 2-3x the best rate's (the top modes sit at their edge), so more budget.
+    spiked_budget: float = Field(5.0, ge=1)
     slope_atol: float = Field(0.2, gt=0)  # |measured slope - law's slope| allowed (decades per decade)
     widens_above: float = Field(0.5, gt=0)  # "the higher the better": a slope above this
     gd_spread_decades: float = Field(0.25, gt=0)  # "no effect": GD's 10x window moves less than this over d
@@ -94,9 +96,10 @@ def case_problem(cfg: DimensionConfig, case: str, d: int, seed: int) -> tuple[Pr
     return problem, initial_weights(d, [w0_seed(seed)], cfg.w0_norm)[0], cfg.a0
 
 
-def _budget(cfg: DimensionConfig, rate: float) -> int:
+def _budget(cfg: DimensionConfig, rate: float, case: str) -> int:
     """Steps enough for ``budget`` x 10 x ``log(1/tol) / -log rate^2`` (the 10x window's ends and beyond)."""
-    return int(cfg.budget * 10 * np.log(1 / cfg.tol) / (-2 * np.log(rate))) + 100
+    budget = cfg.spiked_budget if case == "spiked" else cfg.budget
+    return int(budget * 10 * np.log(1 / cfg.tol) / (-2 * np.log(max(rate, 1e-12)))) + 100
 
 
 def _chunk(cfg: DimensionConfig, case: str, d: int, seed: int) -> pd.DataFrame:
@@ -109,8 +112,10 @@ def _chunk(cfg: DimensionConfig, case: str, d: int, seed: int) -> pd.DataFrame:
     edge = np.log10(theory.gd_threshold(problem))
     gd_eps = np.logspace(edge - 3.5, edge + 0.5, 4 * cfg.per_decade + 1)
     start = {"w0": w0, "record_every": 1, "device": cfg.device}
-    bn = bngd(problem, bn_eps, _budget(cfg, theory.bngd_optimal_rate(problem)), a0=a0, compile=cfg.compile, **start)
-    plain = gd(problem, gd_eps, _budget(cfg, theory.gd_optimal_rate(problem)), **start)
+    bn = bngd(
+        problem, bn_eps, _budget(cfg, theory.bngd_optimal_rate(problem), case), a0=a0, compile=cfg.compile, **start
+    )
+    plain = gd(problem, gd_eps, _budget(cfg, theory.gd_optimal_rate(problem), case), **start)
     frames = [
         pd.DataFrame(
             {"method": m, "eps": eps, "steps_to_tol": theory.steps_to_tolerance(t.steps, t.excess_loss, cfg.tol)}
