@@ -17,7 +17,7 @@ TINY = {
     "overparam": {"dims": [3, 10, 40], "kappas": [10, 100], "seeds": 2, "rate_num_eps": 25},
     "effective-step": {"seeds": 2, "steps": 3000},
     "lr-robustness": {"d": 30, "num_eps": 49, "seeds": 2, "steps": 2000},
-    "dimension": {"dims": [10, 100, 1000], "spiked_dims": [30, 100, 300], "seeds": 2},
+    "dimension": {"dims": [10, 100, 1000], "spiked_dims": [30, 100, 300], "seeds": 3},
     "scaling-law": {"steps": 80, "identity_steps": 30},
 }
 
