@@ -42,7 +42,7 @@ from bnlab.ols import Problem, bngd, gd, initial_weights, theory
 
 Case = Literal["fixed", "raw", "spiked"]
 CASES: dict[str, str] = {
-    "fixed": "(a) a*/a0 fixed (a0 proportional to a*)",
+    "fixed": "(a) a*/a0 fixed (standardised target: unit u, a0 = 1)",
     "raw": "(b) raw target, a*/a0 ~ sqrt(d)",
     "spiked": "(c) spiked spectrum, unit u and w0",
 }
