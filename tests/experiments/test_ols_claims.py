@@ -4,6 +4,8 @@ Every experiment runs once per module (fixtures below) into a temporary store; t
 tables. The tiny configs keep the whole module well under a minute on two cores.
 """
 
+import re
+
 import numpy as np
 import pytest
 
@@ -149,3 +151,17 @@ def test_claims_carry_prediction_measurement_and_error(outcomes):
     c = claim(outcomes("convergence"), "convergence.gd-threshold")
     assert np.isfinite(c.predicted) and np.isfinite(c.measured)
     assert c.rel_error == pytest.approx(abs(c.measured - c.predicted) / c.predicted)
+
+
+def test_rate_names_the_part_that_sets_each_tail_off_rho_star(tmp_path):
+    """With eps_a = 0.1 the scale part (a - p)^2 contracts by 0.81 per step, slower than rho*^2 at most eps: the
+    runs off rho*^2 are explained by it, and the rho*^2 claim keeps to the runs whose tail an extreme mode sets."""
+    overrides = {"num_eps": 5, "seeds": 1, "eps_a": 0.1, "kappa": 10.0, "compile": False}
+    out = run_experiment("rate", tmp_path, "quick", overrides, progress=False)
+    explained = claim(out, "rate.bngd-deviations-explained")
+    assert explained.holds and explained.measured <= 0.01
+    assert "scale part (a - p)^2" in explained.detail and re.search(r"measured 0\.8(09|10)", explained.detail)
+    assert claim(out, "rate.bngd-linear").holds
+    rates = out.store.read_table("rates")
+    off = rates[(rates.method == "bngd") & (rates.exponent_rel_error > 0.01)]
+    assert len(off) >= 1 and (off["mode"] == -1).all()
