@@ -71,8 +71,14 @@ def _chunk(cfg: RateConfig, seed: int) -> pd.DataFrame:
                 "eps": bn_eps,
                 "eff_step": eff,
                 # The theory takes eps_hat fixed: a run whose eps_hat still moves inside the fitted stretch
-                # (an overshoot of the edge late in the run) is outside its premise and is counted apart.
-                "settled": np.abs(eff_fit / eff - 1) < 1e-3,
+                # (an overshoot of the edge late in the run) is outside its premise and is counted apart. "Moves":
+                # enough to change the predicted exponent by a third of the tolerance (near the edge a tiny drift
+                # of eps_hat changes the top mode's rate a lot).
+                "settled": np.abs(
+                    _exponent(theory.bngd_rate(problem, eff_fit) ** 2) / _exponent(theory.bngd_rate(problem, eff) ** 2)
+                    - 1
+                )
+                < cfg.tolerance / 3,
                 "measured": theory.measured_rate(bn.steps, bn.excess_loss, floor=_FLOOR),
                 "predicted": theory.bngd_rate(problem, eff) ** 2,
                 "diverged": bn.diverged,
@@ -170,8 +176,8 @@ def summarise(cfg: RateConfig, tables: Tables) -> list[Claim]:
         moving = int((~sub.settled).sum())
         sub = sub[sub.settled]
         others = ""
-        if method == "bngd":  # rho*^2 speaks of the extreme modes: runs where another part is slowest go below
-            extreme = ~(np.abs(sub.mode_rate - sub.predicted) > 1e-9 * sub.predicted) & ~(sub.mode_share < 0.9)
+        if method == "bngd":  # rho*^2 speaks of the extreme modes: runs whose modes say otherwise go below
+            extreme = ~_off_rho_star(cfg, sub)
             others = (
                 f"; {int((~extreme).sum())} run(s) whose tail is set by other parts (rate.bngd-deviations-explained)"
             )
@@ -211,10 +217,17 @@ def summarise(cfg: RateConfig, tables: Tables) -> list[Claim]:
     return claims
 
 
+def _off_rho_star(cfg: RateConfig, bn: pd.DataFrame) -> pd.Series:
+    """Runs whose modal forecast (the modes actually populated, fitted as the measurement is) is off rho*^2 by
+    more than the tolerance on the exponent: a crushed extreme mode, competing modes, or the scale part. Decided
+    from the state where the gap fell to 1e-6, not from the measured rate."""
+    return np.abs(_exponent(bn.modal_rate) / _exponent(bn.predicted) - 1) > cfg.tolerance
+
+
 def _deviations_explained(cfg: RateConfig, bn: pd.DataFrame) -> Claim:
-    """Every settled BNGD run whose measured rate differs from rho*^2 by more than the tolerance (on the
-    exponent) is explained by the modes actually present: the fit of the modal forecast matches it."""
-    off = bn[np.isfinite(bn.measured) & (bn.exponent_rel_error > cfg.tolerance)]
+    """Every settled BNGD run whose modes put its rate off rho*^2 by more than the tolerance (on the exponent)
+    is measured at the rate of those modes: the fit of the modal forecast matches the measurement."""
+    off = bn[np.isfinite(bn.measured) & _off_rho_star(cfg, bn)]
     error = np.abs(_exponent(off.modal_rate) / _exponent(off.measured) - 1)
     names = {0.0: "lambda*_max mode", -1.0: "scale part (a - p)^2"}
     lines = [
@@ -227,7 +240,7 @@ def _deviations_explained(cfg: RateConfig, bn: pd.DataFrame) -> Claim:
         id="rate.bngd-deviations-explained",
         claim="Every BNGD rate off rho*^2 is the rate of the modes of H* still populated (and of the scale part)",
         quantity=f"largest relative error of -log(rate), modal forecast vs measured, over the {len(off)} run(s) "
-        f"off rho*^2 by more than {cfg.tolerance:g}",
+        f"whose modes put them off rho*^2 by more than {cfg.tolerance:g}",
         measured=worst if np.isfinite(worst) else np.inf,
         bound=cfg.tolerance,
         detail="; ".join(lines) or "no run is off rho*^2 by more than the tolerance",
