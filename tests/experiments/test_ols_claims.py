@@ -124,7 +124,8 @@ def test_dimension_the_higher_the_better_where_the_window_law_says(outcomes):
         assert claim(out, f"dimension.law-slope.{case}").holds
         assert claim(out, f"dimension.higher-better.{case}").holds
         assert claim(out, f"dimension.gd-flat.{case}").holds
-        assert abs(med[(case, "gd", 100)] - med[(case, "gd", 10)]) < 0.2  # GD: set by the spectrum alone
+        gd_widths = med.loc[(case, "gd")]
+        assert gd_widths.max() - gd_widths.min() < 0.2  # GD: set by the spectrum alone
     assert claim(out, "dimension.higher-better.raw").relation == ">"  # widens: the paper's claim
     assert claim(out, "dimension.higher-better.fixed").relation == "~"  # flat: predicted 0
     note = out.experiment.row_note(out.claims)
