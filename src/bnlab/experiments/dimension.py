@@ -63,7 +63,7 @@ class DimensionConfig(FamilyConfig, CompiledConfig, SeedsConfig):
 
     PROFILES = {
         "quick": {"compile": False},
-        "paper": {"dims": [10, 100, 1000, 10000], "spiked_dims": [30, 100, 300, 1000], "seeds": 4},
+        "paper": {"dims": [10, 100, 1000, 10000], "spiked_dims": [30, 100, 300, 1000], "seeds": 3},
     }
 
     dims: tuple[int, ...] = (10, 100, 1000)
