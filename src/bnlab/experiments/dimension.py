@@ -81,6 +81,7 @@ class DimensionConfig(FamilyConfig, CompiledConfig, SeedsConfig):
     budget: float = Field(2.0, ge=1)  # steps = budget x 10 x the asymptotic steps at the best rate
     # Case (c): its band's steps run 2-3x the best rate's (the top modes sit at their edge), so more budget.
     spiked_budget: float = Field(5.0, ge=1)
+    max_steps: int = Field(100_000, ge=10)  # a cap (large kappa*): the windows' ends are then cut by the budget
     slope_atol: float = Field(0.2, gt=0)  # |measured slope - law's slope| allowed (decades per decade)
     # Case (c): the law's ends are within ~0.35 decade there, and both move, so over 1-1.5 decades of d its slope
     # can be off by ~0.45 (measured: 0.1-0.4 at 2-3 seeds).
@@ -102,7 +103,7 @@ def case_problem(cfg: DimensionConfig, case: str, d: int, seed: int) -> tuple[Pr
 def _budget(cfg: DimensionConfig, rate: float, case: str) -> int:
     """Steps enough for ``budget`` x 10 x ``log(1/tol) / -log rate^2`` (the 10x window's ends and beyond)."""
     budget = cfg.spiked_budget if case == "spiked" else cfg.budget
-    return int(budget * 10 * np.log(1 / cfg.tol) / (-2 * np.log(max(rate, 1e-12)))) + 100
+    return min(int(budget * 10 * np.log(1 / cfg.tol) / (-2 * np.log(max(rate, 1e-12)))) + 100, cfg.max_steps)
 
 
 def _chunk(cfg: DimensionConfig, case: str, d: int, seed: int) -> pd.DataFrame:
@@ -168,7 +169,8 @@ def slope(d, width) -> float:
 
 def case_table(windows: pd.DataFrame) -> pd.DataFrame:
     """Median over seeds per (case, method, d) of the measured and predicted windows."""
-    cols = [c for c in windows if c.startswith(("width_", "span_", "lo_", "hi_", "law_"))] + ["gd_width_10x_predicted"]
+    cols = [c for c in windows if c.startswith(("width_", "span_", "lo_", "hi_", "law_"))]
+    cols += ["gd_width_10x_predicted", "kappa_star"]
     return windows.groupby(["case", "method", "d"])[cols].median()
 
 
@@ -187,6 +189,9 @@ def summarise(cfg: DimensionConfig, tables: Tables) -> list[Claim]:
         by_d = ", ".join(f"d={d}: {m:.2f} (law {p:.2f}, width {w:.2f})" for d, m, p, w in pairs)
         two = f"2x slope {slope(ds, bn.span_2x):.2f} (law {slope(ds, bn.law_width_2x):.2f})"
         label = CASES[case]
+        capped = _budget(cfg, (bn.kappa_star.max() - 1) / (bn.kappa_star.max() + 1), case) >= cfg.max_steps
+        if capped:
+            two += f"; the steps were capped at {cfg.max_steps} (kappa* up to {bn.kappa_star.max():.3g}): windows cut"
         claims.append(
             close_to(
                 id=f"dimension.law-slope.{case}",
