@@ -1,12 +1,14 @@
 """The ``bnlab`` command: a thin shell over experiments, theory, report and data.
 
-User errors (bad option, unknown experiment, invalid config or matrix) print one line and exit with status 2;
-anything else is a bug and keeps its traceback.
+User errors (bad option, unknown experiment, invalid config or matrix, a file system that refuses) print one line
+and exit with status 2; Ctrl-C exits 130 saying how to resume; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -37,9 +39,9 @@ def list_experiments() -> None:
     console.print(table)
 
 
-def _print_claims(outcome) -> None:
-    table = Table("claim", "quantity", "predicted", "measured", "rel. error", "verdict", title=outcome.experiment.name)
-    for c in outcome.claims:
+def _print_claims(claims, title: str) -> None:
+    table = Table("claim", "quantity", "predicted", "measured", "rel. error", "verdict", title=title)
+    for c in claims:
         table.add_row(
             c.claim,
             c.quantity,
@@ -51,13 +53,57 @@ def _print_claims(outcome) -> None:
     console.print(table)
 
 
+def _writable_out(ctx, param, value: str) -> Path:
+    """``--out``: an existing writable folder, or a new one whose parent exists and is writable (checked before
+    anything runs, so that a bad path fails in one line and leaves nothing behind)."""
+    return check_out(Path(value))
+
+
+def check_out(out: Path, label: str = "--out") -> Path:
+    if out.exists():
+        if not out.is_dir():
+            raise BnlabError(f"{label} {out} is a file, not a folder")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise BnlabError(f"{label} {out} is not writable")
+        return out
+    parent = out.absolute().parent
+    if not parent.is_dir():
+        raise BnlabError(
+            f"{label} {out}: its parent {parent} {'is not a folder' if parent.exists() else 'does not exist'}"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BnlabError(f"{label} {out}: its parent {parent} is not writable")
+    return out
+
+
+@contextmanager
+def _tidy_on_failure(out: Path):
+    """If ``out`` is new and the command fails, remove the empty folders it left (never a file)."""
+    from bnlab.sweep.files import remove_empty_dirs
+
+    new = not out.exists()
+    try:
+        yield
+    except BaseException:
+        if new:
+            remove_empty_dirs(out)
+        raise
+
+
 def execution_options(command):
     """Where and how runs compute: shared by ``run`` and ``reproduce``."""
     options = [
         click.option("--device", default=None, help="cpu (default) or cuda."),
-        click.option("--out", default=DEFAULT_OUT, show_default=True, type=click.Path(file_okay=False)),
-        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True),
-        click.option("--ray-address", default=None, help="Address of an existing Ray cluster."),
+        click.option("--out", default=DEFAULT_OUT, show_default=True, callback=_writable_out, help="Results folder."),
+        click.option(
+            "--executor",
+            type=click.Choice(["local", "process", "ray"]),
+            default="local",
+            show_default=True,
+            help="Where chunks compute: this process, a process pool, or Ray.",
+        ),
+        click.option("--workers", type=click.IntRange(min=1), default=None, help="Processes for --executor process."),
+        click.option("--ray-address", default=None, help="Address of an existing Ray cluster (--executor ray)."),
         click.option("--no-progress", is_flag=True, help="Hide the progress bar."),
     ]
     for option in reversed(options):
@@ -69,26 +115,37 @@ def execution_options(command):
 @click.argument("name")
 @click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
+@click.option("--dry-run", is_flag=True, help="Say how many chunks would be computed and how many are stored.")
 @execution_options
-def run(name, profile, overrides, device, out, executor, ray_address, no_progress) -> None:
-    """Run one experiment (resumable; an identical config reuses its stored results)."""
-    from bnlab.experiments import run_experiment
+def run(name, profile, overrides, dry_run, device, out, executor, workers, ray_address, no_progress) -> None:
+    """Run one experiment (resumable; stored chunks of any run in OUT are reused, never recomputed)."""
+    from bnlab.experiments.runner import plan_experiment, run_experiment
     from bnlab.sweep import make_executor
 
-    outcome = run_experiment(
-        name,
-        out,
-        profile=profile,
-        overrides=list(overrides),
-        device=device,
-        executor=make_executor(executor, ray_address),
-        progress=not no_progress,
-    )
-    _print_claims(outcome)
+    if dry_run:
+        plan = plan_experiment(name, out, profile=profile, overrides=list(overrides), device=device)
+        state = "complete" if plan.complete else ("stored, incomplete" if plan.path.exists() else "new")
+        console.print(f"run {plan.run_id} ({state}): {plan.path}")
+        console.print(f"grid: {plan.chunks} chunks")
+        console.print(f"chunks: {plan.to_compute} to compute, {plan.stored} stored")
+        if plan.partial:
+            console.print("(a later stage, if any, is counted once this one is stored)", style="dim")
+        return
+    with _tidy_on_failure(out):
+        outcome = run_experiment(
+            name,
+            out,
+            profile=profile,
+            overrides=list(overrides),
+            device=device,
+            executor=make_executor(executor, ray_address, workers),
+            progress=not no_progress,
+        )
+    _print_claims(outcome.claims, outcome.experiment.name)
     if outcome.experiment.row_note:
         console.print(f"{outcome.experiment.row}: {outcome.experiment.row_note(outcome.claims)}", markup=False)
-    state = "reused stored results" if outcome.reused else "computed"
-    console.print(f"{state}: {outcome.store.path}")
+    state = "reused stored results" if outcome.reused else f"computed {len(outcome.store.computed)} chunk(s)"
+    console.print(f"{state}: run {outcome.store.run_id} in {outcome.store.path}")
     for fig in outcome.figures:
         if fig.suffix == ".png":
             console.print(f"figure: {fig}")
@@ -144,19 +201,42 @@ def theory(d, kappa, spectrum, aspect, rho, spikes, seed, u_law, u_norm, matrix,
 
 
 def _load_problem(path: Path):
+    """H from a ``.npy``, or H, g (and optionally c) from a ``.npz``; anything else is one clear line."""
     from bnlab.ols import Problem
 
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise BnlabError(f"cannot read {path}: {exc}") from None
+    data = _load_arrays(path)
     if isinstance(data, np.ndarray):
         H = data
         # With only H given, take a fixed all-ones direction for the optimum (u = 1, g = H u).
-        return Problem.from_moments(H, H @ np.ones(H.shape[0]) if H.ndim == 2 and H.shape[0] == H.shape[1] else H[0])
+        square = H.ndim == 2 and H.shape[0] == H.shape[1] and H.dtype.kind in "biuf"
+        return Problem.from_moments(H, H @ np.ones(H.shape[0]) if square else np.ones(1))
     if "H" not in data or "g" not in data:
-        raise BnlabError(f"{path} must hold arrays 'H' and 'g'")
-    return Problem.from_moments(data["H"], data["g"], float(data["c"]) if "c" in data else None)
+        raise BnlabError(f"{path} must hold arrays 'H' and 'g' (it holds {', '.join(sorted(data)) or 'none'})")
+    return Problem.from_moments(data["H"], data["g"], data.get("c"))
+
+
+_NPY_MAGIC, _ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
+
+
+def _load_arrays(path: Path) -> np.ndarray | dict[str, np.ndarray]:
+    """The array of a ``.npy`` or the arrays of a ``.npz`` (never pickled objects), read whole and checked."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(_NPY_MAGIC))
+    except OSError as exc:
+        raise BnlabError(f"cannot read {path}: {exc.strerror}") from None
+    if not head:
+        raise BnlabError(f"{path} is empty")
+    if not (head.startswith(_NPY_MAGIC) or head.startswith(_ZIP_MAGIC)):
+        raise BnlabError(f"{path} is not a NumPy .npy or .npz file")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        with loaded:
+            return {k: loaded[k] for k in loaded.files}
+    except Exception as exc:  # noqa: BLE001 - NumPy's parsers raise many types (even tokenize errors) on bad bytes
+        raise BnlabError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
 
 
 @cli.command()
@@ -169,7 +249,7 @@ def _load_problem(path: Path):
     "OUT/families.csv and OUT/families.md (the claims that do not hold, each with its family).",
 )
 @execution_options
-def reproduce(profile, only, families, device, out, executor, ray_address, no_progress) -> None:
+def reproduce(profile, only, families, device, out, executor, workers, ray_address, no_progress) -> None:
     """Run every experiment (or --only some) and write OUT/report.html and OUT/summary.json.
 
     Exits 0 whether or not every claim holds: a claim that does not hold is a measurement, listed at the end.
@@ -179,18 +259,21 @@ def reproduce(profile, only, families, device, out, executor, ray_address, no_pr
     from bnlab.sweep import make_executor
 
     if families:
-        _reproduce_families(profile, only, out, make_executor(executor, ray_address), device, not no_progress)
+        _reproduce_families(profile, only, out, make_executor(executor, ray_address, workers), device, not no_progress)
         return
     names = list(dict.fromkeys(only)) if only else list(REGISTRY)
     for name in names:  # unknown names, invalid configs and missing data fail before anything runs
         _check_runnable(name, get(name).resolve(profile))
-    runner = make_executor(executor, ray_address)
+    runner = make_executor(executor, ray_address, workers)
     outcomes = []
-    for name in names:
-        console.print(f"[bold]{name}[/] ({profile})")
-        outcome = run_experiment(name, out, profile=profile, device=device, executor=runner, progress=not no_progress)
-        console.print(f"  {'reused' if outcome.reused else 'computed'}: {outcome.store.path}")
-        outcomes.append(outcome)
+    with _tidy_on_failure(out):
+        for name in names:
+            console.print(f"[bold]{name}[/] ({profile})")
+            outcome = run_experiment(
+                name, out, profile=profile, device=device, executor=runner, progress=not no_progress
+            )
+            console.print(f"  {'reused' if outcome.reused else 'computed'}: run {outcome.store.run_id}")
+            outcomes.append(outcome)
     html_path, json_path = build_report(out, outcomes, profile)
     _print_verdicts(outcomes)
     console.print(f"report: {html_path}\nsummary: {json_path}")
@@ -213,29 +296,52 @@ def _reproduce_families(profile, only, out, runner, device, progress) -> None:
 
 
 def _check_runnable(name: str, config) -> None:
-    """A config that reads a real dataset needs its files first: say which, and how to get them."""
-    from bnlab.nn.data import missing_files
+    from bnlab.experiments.runner import check_inputs
 
-    dataset = getattr(config, "dataset", None)
-    if dataset is None:
-        return
-    missing = missing_files(dataset, getattr(config, "data_dir", None))
-    if missing:
-        raise BnlabError(
-            f"{name} needs {dataset} ({missing[0]} is missing): run 'bnlab data fetch {dataset}' first, "
-            f"or leave it out with --only"
-        )
+    try:
+        check_inputs(name, config)
+    except BnlabError as exc:
+        raise BnlabError(f"{exc}, or leave it out with --only") from None
 
 
 @cli.command()
 @click.argument("out", type=click.Path(file_okay=False, exists=True))
-def report(out) -> None:
-    """Rebuild OUT/report.html and OUT/summary.json from stored results (nothing is recomputed)."""
-    from bnlab.report import rebuild_report
+@click.option("--run", "run_ids", multiple=True, metavar="RUN_ID", help="Report this run (repeatable; see bnlab ls).")
+def report(out, run_ids) -> None:
+    """Rebuild OUT/report.html and OUT/summary.json from stored results (nothing is recomputed).
 
-    outcomes, html_path, json_path = rebuild_report(out)
+    Without --run: the runs of the last report, else the latest complete run of each experiment.
+    """
+    from bnlab.report import rebuild_report
+    from bnlab.results import runs
+
+    check_out(Path(out), "report folder")
+    outcomes, html_path, json_path = rebuild_report(out, run_ids)
+    counts = runs(out).groupby("experiment").size()
+    for o in outcomes:
+        name = o.experiment.name
+        console.print(f"{name}: run {o.store.run_id} (of {counts.get(name, 1)} stored run(s) of {name})")
     _print_verdicts(outcomes)
     console.print(f"report: {html_path}\nsummary: {json_path}")
+
+
+@cli.command("ls")
+@click.argument("out", default=DEFAULT_OUT, type=click.Path(file_okay=False))
+@click.option("--experiment", default=None, help="Only the runs of this experiment.")
+def list_runs(out, experiment) -> None:
+    """List the runs stored in OUT: experiment, profile, the config values that differ, status, claims, time."""
+    from bnlab.results import differing, runs
+
+    frame = runs(out, experiment)
+    table = Table("run", "experiment", "profile", "differs", "status", "claims", "wall", "device", box=None)
+    for name, group in frame.groupby("experiment", sort=False):
+        keys = differing(list(group.config))
+        for row in group.itertuples():
+            differs = " ".join(f"{k}={row.config.get(k)}" for k in keys) or "-"
+            wall = "-" if row.wall_s is None or row.wall_s != row.wall_s else f"{row.wall_s:.1f}s"
+            status = "[green]complete[/]" if row.status == "complete" else "[yellow]incomplete[/]"
+            table.add_row(row.run_id, name, row.profile, differs, status, row.claims, wall, row.devices)
+    console.print(table if len(frame) else f"no runs under {out}")
 
 
 def _print_verdicts(outcomes) -> None:
@@ -256,6 +362,27 @@ def _print_verdicts(outcomes) -> None:
             console.print(f"  [red]x[/] {name}: {c.claim} ({c.quantity}: measured {measured}{predicted}; {c.detail})")
     else:
         console.print("[green bold]every claim holds[/]")
+
+
+@cli.command("lr-window")
+@click.option("--model", required=True, metavar="FILE.py:FUNCTION", help="A function returning a torch.nn.Sequential.")
+@click.option("--data", "data_name", required=True, metavar="NAME|FILE.npz", help="A bnlab dataset or an .npz file.")
+@click.option("--lrs", default="1e-3:1e3:40", show_default=True, metavar="MIN:MAX:COUNT", help="Geometric grid.")
+@click.option("--seeds", default=3, show_default=True, help="Initialisations per learning rate.")
+@click.option("--steps", default=500, show_default=True, help="SGD/Adam updates per network.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
+@click.option("--batch-size", default=100, show_default=True)
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Default: $BNLAB_DATA_DIR.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Default: bnlab-out/lr-window/MODEL-DATA.")
+def lr_window(model, data_name, lrs, seeds, steps, optimizer, batch_size, data_dir, device, out) -> None:
+    """Measure the learning-rate window of your network, with its BN and without (every rate trained in full)."""
+    from bnlab.experiments.lr_window import run_lr_window
+
+    options = {"lrs": lrs, "seeds": seeds, "steps": steps, "optimizer": optimizer, "batch_size": batch_size}
+    result = run_lr_window(model, data_name, out=out, data_dir=data_dir, device=device, **options)
+    _print_claims(result.claims, "lr-window")
+    console.print(f"tables, figure and summary.json in {result.out}")
 
 
 @cli.group()
@@ -297,21 +424,22 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one line and exit status 2."""
     try:
         cli.main(args=argv, prog_name="bnlab", standalone_mode=False)
-    except click.exceptions.Abort:
-        console.print("aborted", style="red")
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+        click.echo("interrupted: finished chunks are kept; run the same command again to resume", err=True)
         return 130
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
-        ctx_hint = f" (see 'bnlab {exc.ctx.info_name} --help')" if getattr(exc, "ctx", None) else ""
+        ctx_hint = f" (see '{exc.ctx.command_path} --help')" if getattr(exc, "ctx", None) else ""
         click.echo(f"error: {exc.format_message()}{ctx_hint}", err=True)
         return 2
     except BnlabError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {' '.join(str(exc).split())}", err=True)  # one line, whatever the message holds
         return 2
-    except KeyboardInterrupt:
-        click.echo("interrupted: finished chunks are kept; run the same command again to resume", err=True)
-        return 130
+    except OSError as exc:  # the file system said no (permissions, disk full, a folder removed underneath)
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+        return 2
     return 0
 
 

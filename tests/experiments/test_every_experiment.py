@@ -51,6 +51,7 @@ MINUTE = {
     "nn-width": {**NN, "widths": [4, 8]},
     "nn-gamma-init": {**NN, "gamma_inits": [1e-4, 1.0]},
     "nn-optimizer": NN,
+    "nn-effective-step": {**NN, "sharpness_every": 2, "lanczos_steps": 3, "hvp_batches": 1},
 }
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "claims.md"
 

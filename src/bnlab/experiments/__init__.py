@@ -5,6 +5,7 @@ from bnlab.experiments import (  # noqa: F401  (registers)
     dimension,
     effective_step,
     lr_robustness,
+    nn_effective_step,  # BN's self-tuned step inside networks
     nn_sweeps,  # the "Neural networks" row
     overparam,
     phase_diagram,

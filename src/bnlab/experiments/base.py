@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bnlab.errors import BnlabError
 from bnlab.experiments.claims import Claim
@@ -34,16 +34,33 @@ from bnlab.sweep import Executor, LocalExecutor, RunStore, run_chunks
 PROFILES = ("quick", "paper")
 # Fields that say where or how fast a run computes, not what it computes: left out of the run identity.
 NOT_IDENTITY = frozenset({"device", "compile"})
+MAX_INT, MAX_SEEDS = 10**9, 10**4
 
 
 class ExperimentConfig(BaseModel):
     """Base of every experiment's config: typed, immutable, unknown keys rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities are never a meaningful grid value (kappa=inf would leave invalid JSON behind).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     PROFILES: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     device: str = "cpu"
+
+    @model_validator(mode="after")
+    def _sane_values(self):
+        """Every ``X_min``/``X_max`` pair of fields is a range (``X_min <= X_max``); integers are below
+        ``MAX_INT`` and ``seeds`` (one chunk each) below ``MAX_SEEDS``: larger is a typo, not a sweep."""
+        values = dict(self)
+        for name, value in values.items():
+            limit = MAX_SEEDS if name == "seeds" else MAX_INT
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > limit:
+                raise ValueError(f"{name} = {value} is beyond {limit:.0e}")
+        for name, low in values.items():
+            high = values.get(f"{name[:-4]}_max") if name.endswith("_min") else None
+            if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low > high:
+                raise ValueError(f"{name} must be below {name[:-4]}_max (got {low:g} > {high:g})")
+        return self
 
     def identity(self) -> dict[str, Any]:
         """The fields that define the result (hashed into the run id)."""

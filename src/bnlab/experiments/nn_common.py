@@ -8,7 +8,7 @@ each network's hyperparameters attached; ``final`` rows are those at ``step == s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Literal
@@ -78,11 +78,17 @@ def _dataset(name: str, data_dir: str | None, n_test: int | None):
 
 
 def train_chunk(
-    cfg: NNSweepConfig, variants: Sequence[Mapping[str, Any]], bn_only: bool, bn: bool, hidden: int, seed: int
+    cfg: NNSweepConfig,
+    variants: Sequence[Mapping[str, Any]],
+    bn_only: bool,
+    bn: bool,
+    hidden: int,
+    seed: int,
+    on_log: Callable | None = None,
 ) -> pd.DataFrame:
     """Train one chunk: every network of one architecture (``bn``, ``hidden``) and repeat ``seed``, for each of
     ``variants`` (NetConfig keyword dicts; just ``{}`` without BN when they concern BN parameters, ``bn_only``)
-    crossed with the learning-rate grid. Module-level so executors can ship it."""
+    crossed with the learning-rate grid; ``on_log`` goes to ``train``. Module-level so executors can ship it."""
     dataset = _dataset(cfg.dataset, cfg.data_dir, cfg.n_test)
     chunk_variants = variants if (bn or not bn_only) else [{}]
     configs = [NetConfig(lr=float(lr), seed=seed, **v) for v in chunk_variants for lr in cfg.lrs]
@@ -97,6 +103,7 @@ def train_chunk(
         test_size=cfg.n_test,
         device=cfg.device,
         dtype=getattr(torch, cfg.dtype),
+        on_log=on_log,
     )
     nets = result.networks[["net", "lr", "bn_lr", "seed", "weight_scale", "gamma_init", "optimizer", "diverged_step"]]
     return result.history.merge(nets, on="net")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bnlab.device import resolve_device
+from bnlab.errors import BnlabError
 from bnlab.experiments.base import Claim, Experiment, RunContext, get
 from bnlab.experiments.plotting import figure_style
-from bnlab.sweep import Executor, LocalExecutor, ResultStore, RunStore
+from bnlab.sweep import Executor, LocalExecutor, PlanReady, ResultStore, RunStore
 
 
 @dataclass
@@ -27,6 +29,66 @@ class Outcome:
         return all(c.holds for c in self.claims)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What ``run_experiment`` would do (``--dry-run``): the run's id, whether it is complete, and its chunks.
+
+    ``partial``: a later stage of the run needs an earlier one's chunks, so it is counted once those are stored.
+    """
+
+    run_id: str
+    path: Path
+    complete: bool
+    chunks: int
+    stored: int
+    partial: bool
+
+    @property
+    def to_compute(self) -> int:
+        return self.chunks - self.stored
+
+
+def resolve_config(name: str, profile: str = "quick", overrides=(), device: str | None = None) -> Any:
+    """The validated config of ``name`` with its inputs checked (device, dataset files): nothing written yet."""
+    config = get(name).resolve(profile, overrides)
+    if device is not None:
+        config = config.model_copy(update={"device": device})
+    resolve_device(config.device)  # a clear error now rather than deep inside the run
+    check_inputs(name, config)
+    return config
+
+
+def check_inputs(name: str, config: Any) -> None:
+    """A config that reads a real dataset needs its files first: say which, and how to get them."""
+    from bnlab.nn.data import missing_files
+
+    dataset = getattr(config, "dataset", None)
+    if dataset is None:
+        return
+    missing = missing_files(dataset, getattr(config, "data_dir", None))
+    if missing:
+        raise BnlabError(f"{name} needs {dataset} ({missing[0]} is missing): run 'bnlab data fetch {dataset}' first")
+
+
+def plan_experiment(
+    name: str, out: str | Path, profile: str = "quick", overrides=(), device: str | None = None
+) -> Plan:
+    """Count the chunks a run of ``name`` would compute and those already stored, computing nothing."""
+    experiment = get(name)
+    config = resolve_config(name, profile, overrides, device)
+    store = ResultStore(out).plan(name, config.identity())
+    if store.complete:
+        n = len(store.manifest())
+        return Plan(store.run_id, store.path, True, n, n, False)
+    try:
+        experiment.run(config, RunContext(store=store, executor=LocalExecutor(), progress=False))
+        partial = False
+    except PlanReady:
+        partial = True
+    chunks, stored = sum(n for n, _ in store.plan), sum(s for _, s in store.plan)
+    return Plan(store.run_id, store.path, False, chunks, stored, partial)
+
+
 def run_experiment(
     name: str,
     out: str | Path,
@@ -36,18 +98,25 @@ def run_experiment(
     executor: Executor | None = None,
     progress: bool = True,
 ) -> Outcome:
-    """Compute ``name`` under ``out`` (reusing a complete stored run of the same config), then summarise and
-    plot it from the stored tables."""
+    """Compute ``name`` under ``out`` (reusing a complete stored run of the same config, and every stored chunk),
+    then summarise and plot it from the stored tables."""
     experiment = get(name)
-    config = experiment.resolve(profile, overrides)
-    if device is not None:
-        config = config.model_copy(update={"device": device})
-    resolve_device(config.device)  # a clear error now rather than deep inside the run
-    store = ResultStore(out).open(name, config.identity(), device=config.device)
+    config = resolve_config(name, profile, overrides, device)
+    store = ResultStore(out).open(name, config.identity(), device=config.device, profile=profile)
     reused = store.complete
     if not reused:
-        experiment.run(config, RunContext(store=store, executor=executor or LocalExecutor(), progress=progress))
-        store.mark_complete()
+        before = store.read_run() if store.exists else {}
+        start = time.perf_counter()
+        try:
+            experiment.run(config, RunContext(store=store, executor=executor or LocalExecutor(), progress=progress))
+            store.mark_complete()
+        finally:  # an interrupted run keeps its wall time and count too (only if its folder exists)
+            if store.exists:
+                store.record(
+                    wall_s=round(before.get("wall_s", 0.0) + time.perf_counter() - start, 3),
+                    computed=before.get("computed", 0) + len(store.computed),
+                    profile=profile,
+                )
     return finish(experiment, config, store, reused)
 
 

@@ -1,5 +1,6 @@
 """Neural-network layer: datasets, batched models M1-M5 with and without BN, and a vectorised trainer."""
 
+from bnlab.nn.convert import without_bn
 from bnlab.nn.data import DATASETS, Dataset, load_dataset
 from bnlab.nn.fetch import default_data_dir, fetch
 from bnlab.nn.models import KINDS, BatchedNet, ModelSpec, init_batched, reference_module
@@ -22,4 +23,5 @@ __all__ = [
     "network_losses",
     "reference_module",
     "train",
+    "without_bn",
 ]

@@ -134,11 +134,25 @@ def reference_module(
 class BatchedNet(nn.Module):
     """N networks of one architecture; ``forward(x)`` maps a shared batch (B, *input_shape) to logits (B, N, K)."""
 
-    def __init__(self, spec: ModelSpec, input_shape: Sequence[int], num_classes: int, n: int):
+    def __init__(
+        self,
+        spec,
+        input_shape: Sequence[int] | None,
+        num_classes: int | None,
+        n: int,
+        layers: Sequence[nn.Module] | None = None,
+    ):
+        """``layers``: ready batched layers (``bnlab.nn.convert.ModuleNet`` passes them) instead of the
+        architecture of a ``ModelSpec``; ``input_shape`` None skips the input check."""
         super().__init__()
         if n < 1:
             raise BnlabError(f"need at least one network, got {n}")
-        self.spec, self.input_shape, self.num_classes, self.n = spec, tuple(input_shape), num_classes, n
+        shape = tuple(input_shape) if input_shape is not None else None
+        self.spec, self.input_shape, self.num_classes, self.n = spec, shape, num_classes, n
+        if layers is not None:
+            self.ops = None
+            self.layers = nn.ModuleList(layers)
+            return
         self.ops = architecture(spec, input_shape, num_classes)
         built: list[nn.Module] = []
         for i, op in enumerate(self.ops):
@@ -157,7 +171,7 @@ class BatchedNet(nn.Module):
         self.layers = nn.ModuleList(built)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[1:]) != self.input_shape:
+        if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
             raise BnlabError(f"input shape {tuple(x.shape[1:])} does not match the model's {self.input_shape}")
         for layer in self.layers:
             x = layer(x)
@@ -189,8 +203,19 @@ class BatchedNet(nn.Module):
                 getattr(layer, name).data.copy_(stacked.reshape(getattr(layer, name).shape))
         return net
 
+    @classmethod
+    def from_module(cls, module, n: int, seeds: Sequence[int] | None = None, **options) -> BatchedNet:
+        """N copies of a ``torch.nn.Sequential`` (or of what a zero-argument factory returns) as one batched net,
+        copy k initialised from ``seeds[k]``; ``options``: ``input_shape``, ``loss``, ``dtype``, ``device``. See
+        ``bnlab.nn.convert.from_module`` for the initialisation rule and the supported layers."""
+        from bnlab.nn.convert import from_module  # the converter builds on this class
+
+        return from_module(module, n, seeds, **options)
+
     def to_modules(self) -> list[nn.Sequential]:
         """Export each network as a torch.nn reference (parameters and BN running statistics copied)."""
+        if not isinstance(self.spec, ModelSpec):
+            raise BnlabError("to_modules exports the built-in models M1-M5; this net was built from layers")
         p0 = next(self.parameters())
         out = []
         for k in range(self.n):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -81,7 +81,10 @@ def batch_schedule(n_train: int, batch_size: int, n_batches: int, data_seed: int
 
 def network_losses(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
     """Mean loss per network from logits (B, N, K): cross-entropy -log softmax(z)_y, or squared loss on the
-    softmax output sum_k (softmax(z)_k - [y = k])^2 (M4) [ours: summed over classes, averaged over the batch]."""
+    softmax output sum_k (softmax(z)_k - [y = k])^2 (M4) [ours: summed over classes, averaged over the batch],
+    or ``half_squared`` regression on a scalar output (K = 1, real y): (z - y)^2 / 2, the OLS loss J."""
+    if loss == "half_squared":
+        return 0.5 * (logits[..., 0] - y.view(-1, 1)).pow(2).mean(0)
     if loss == "cross_entropy":
         logp = torch.log_softmax(logits, -1)
         return -logp.gather(-1, y.view(-1, 1, 1).expand(-1, logits.shape[1], 1)).squeeze(-1).mean(0)
@@ -143,12 +146,16 @@ def train(
     dtype: torch.dtype = torch.float32,
     model: BatchedNet | None = None,
     eval_chunk: int = 1000,
+    on_log: Callable[[int, BatchedNet], None] | None = None,
 ) -> TrainResult:
     """Train ``len(configs)`` networks of architecture ``spec`` on ``dataset`` for ``steps`` updates, batched.
 
     ``test_size``: test metrics use the first ``test_size`` examples of a ``data_seed`` permutation of the test
     set (None: all of it). ``model``: start from this batched net (e.g. ``BatchedNet.from_modules``) instead of
-    initialising from the configs' seeds; it is trained in place.
+    initialising from the configs' seeds; it is trained in place (pass ``model.spec`` as ``spec``: for a
+    ``from_module`` net its ``ModuleSpec``, which names the loss). ``on_log(t, model)`` is called at every logged
+    step, before update t+1, e.g. to measure the parameters; it must leave them and the BN statistics as it
+    found them.
     """
     configs = list(configs)
     if not configs:
@@ -188,6 +195,8 @@ def train(
         log = t % log_every == 0 or final
         if log:  # parameters after t updates, running statistics after t batches
             test_loss, test_acc = evaluate(model, x_test, y_test, spec.loss, eval_chunk)
+            if on_log is not None:
+                on_log(t, model)
         idx = schedule[t]
         xb, yb = data.x_train[idx], data.y_train[idx]
         saved = [b.clone() for b in buffers]  # BN running stats: restored for networks that fail this step

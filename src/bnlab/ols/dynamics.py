@@ -1,8 +1,14 @@
 """Exact batched GD and BNGD on a least-squares problem (SPEC section 1, population updates).
 
-A batch of B runs advances together as ``(B, d)`` tensors in H's eigenbasis, where ``H = diag(lambda)`` and a
-step costs O(d) per run. The learning rates, BN-scale rates, initial conditions and seeds broadcast to the
-batch. A run that blows up is frozen at its last finite state and flagged; the others go on untouched.
+A batch of B runs advances together in H's eigenbasis, where ``H = diag(lambda)`` and a step costs O(d) per
+run. The learning rates, BN-scale rates, initial conditions and seeds broadcast to the batch. A run whose next
+state would leave the safe range (``kernels.blowup_bounds`` of the dtype) is frozen at its last state and flagged
+with the step it did not take; the others go on untouched.
+
+Engines, chosen by ``compile``: the fused numba loops of ``bnlab.ols.kernels`` on CPU (``"auto"`` and ``True``);
+on other devices torch, step by step (``False``, and ``"auto"`` for small jobs) or ``torch.compile``-fused
+segments (``True``, and ``"auto"`` for large jobs). ``compile=False`` is the eager torch reference on every
+device. All engines apply the same rules (``bnlab.ols.kernels``) with the same per-step freezing.
 
 GD:    ``w_{k+1} = w_k + eps (g - H w_k)``; tracked as ``v = w - u``, ``v_{k+1} = (1 - eps lambda) v_k``.
 BNGD:  ``a_{k+1} = a_k + eps_a (w_k^T g / ||w_k||_H - a_k)``
@@ -12,9 +18,7 @@ BNGD:  ``a_{k+1} = a_k + eps_a (w_k^T g / ||w_k||_H - a_k)``
 
 from __future__ import annotations
 
-import math
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -22,13 +26,9 @@ import torch
 
 from bnlab.device import resolve_device
 from bnlab.errors import BnlabError
+from bnlab.ols import kernels, torch_engine
+from bnlab.ols.kernels import blowup_bounds
 from bnlab.ols.problem import Normalisation, Problem, initial_weights
-
-# A run is declared diverged when its loss gap exceeds this multiple of its initial gap (GD) or when
-# |a| or ||w||_H^2 pass these bounds (BNGD): far below overflow, so a frozen run's state stays finite.
-GD_BLOWUP = 1e100
-BNGD_A_BOUND = 1e100
-BNGD_WHW_BOUND = 1e250
 
 
 @dataclass
@@ -37,7 +37,8 @@ class Trajectory:
 
     ``excess_loss[t, i]`` is ``J - J*`` of run ``i`` at step ``steps[t]``. For BNGD ``a``, ``w_norm``
     (Euclidean), ``w_norm_H`` and ``eff_step = eps a^2 / ||w||_H^2`` are recorded too. ``w_final`` is in
-    the original coordinates. ``diverged_at[i]`` is the step at which run ``i`` was frozen, or -1.
+    the original coordinates. ``diverged_at[i]`` is the step run ``i`` did not take (it stays at step
+    ``diverged_at[i] - 1``; 0 if its initial state was already out of range), or -1.
     """
 
     method: str
@@ -52,7 +53,6 @@ class Trajectory:
     w_norm_H: np.ndarray | None = None
     eff_step: np.ndarray | None = None
     a_final: np.ndarray | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def batch_size(self) -> int:
@@ -121,8 +121,38 @@ def _record_steps(steps: int, record_every: int) -> np.ndarray:
     return recorded if recorded[-1] == steps else np.append(recorded, steps)
 
 
-def _broadcast(arr: np.ndarray, B: int, tensor_kw) -> torch.Tensor:
-    return torch.as_tensor(np.broadcast_to(arr, (B, *arr.shape[1:])).copy(), **tensor_kw)
+_DTYPES = {torch.float64: np.float64, torch.float32: np.float32}
+# "auto" on a GPU compiles when a run does at least this many run x dimension x steps (eager then takes seconds).
+_AUTO_COMPILE_WORK = 1e8
+
+
+def _engine(compile_, device: torch.device, work: float) -> str:
+    """Which engine runs the steps: ``"numba"``, ``"torch"`` (eager) or ``"torch-compiled"``."""
+    if compile_ not in (True, False, "auto"):
+        raise BnlabError(f"compile must be True, False or 'auto', got {compile_!r}")
+    if compile_ is False:
+        return "torch"
+    if device.type == "cpu":
+        return "numba"
+    return "torch-compiled" if compile_ is True or work >= _AUTO_COMPILE_WORK else "torch"
+
+
+def _setup(problem: Problem, eps, steps, record_every, device, dtype, compile_, *batch_lengths):
+    """Validated ``(eps (B,), recorded steps, B, device, numpy dtype, engine)`` shared by ``gd`` and ``bngd``."""
+    eps_np = _rates("eps", eps)
+    if dtype not in _DTYPES:
+        raise BnlabError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
+    B = _batch(len(eps_np), *batch_lengths)
+    recorded = _record_steps(steps, record_every)
+    dev = resolve_device(device)
+    return eps_np, recorded, B, dev, _engine(compile_, dev, B * problem.d * steps)
+
+
+def _lanes(arr: np.ndarray, B: int, dtype, lanes: int) -> np.ndarray:
+    """``arr`` broadcast to ``B`` runs and padded (repeating the last run) to a whole number of kernel blocks."""
+    full = np.broadcast_to(arr, (B, *arr.shape[1:]))
+    pad = -B % lanes
+    return np.ascontiguousarray(np.concatenate([full, np.repeat(full[-1:], pad, axis=0)]), dtype=dtype)
 
 
 # -- GD --------------------------------------------------------------------------------------------------
@@ -137,139 +167,50 @@ def gd(
     record_every: int = 1,
     device=None,
     dtype: torch.dtype = torch.float64,
+    compile: bool | str = "auto",
 ) -> Trajectory:
     """Batched gradient descent on ``J0``; ``eps`` (B,) and ``w0`` (d,)/(B, d) (or ``seed``) broadcast.
 
     The excess loss is ``J0(w) - J* = (w - u)^T H (w - u) / 2``, computed from ``v = w - u`` directly so
-    that it keeps full relative precision near the optimum.
+    that it keeps full relative precision near the optimum. A run is frozen before the step that would take
+    its gap past ``min(growth * gap_0, cap)`` (``kernels.blowup_bounds`` of ``dtype``). ``compile``: see the
+    module docstring.
     """
-    eps_np = _rates("eps", eps)
     w0_np = _initial_w(problem, w0, seed, w0_norm)
-    B = _batch(len(eps_np), len(w0_np))
-    recorded = _record_steps(steps, record_every)
-    kw = {"dtype": dtype, "device": resolve_device(device)}
-    lam = torch.as_tensor(problem.eigvals, **kw)
-    v = _broadcast(w0_np @ problem.eigvecs - problem.u_eig, B, kw)
-    eps_t = _broadcast(eps_np, B, kw)
-    factor = 1 - eps_t[:, None] * lam  # per-run contraction of each eigen-coordinate
-    # One step multiplies the gap by at most growth^2: check often enough that nothing overflows between checks.
-    growth = float(factor.abs().max())
-    check_every = max(1, int(120 / max(math.log10(max(growth, 1.0 + 1e-12)), 1e-12)))
-    gap0 = 0.5 * (v * v) @ lam
-    bound = GD_BLOWUP * torch.clamp(gap0, min=torch.finfo(dtype).tiny)
-    diverged_at = torch.full((B,), -1, dtype=torch.long, device=kw["device"])
-    excess = torch.empty((len(recorded), B), **kw)
-    excess[0] = gap0
-    t = 1
-    for k in range(1, steps + 1):
-        v.mul_(factor)
-        if k % check_every == 0 or k == recorded[t]:
-            gap = 0.5 * (v * v) @ lam
-            blown = (~torch.isfinite(gap) | (gap > bound)) & (diverged_at < 0)
-            if bool(blown.any()):
-                # Undo this segment's growth for the frozen runs is impossible exactly; freeze them where
-                # they are (still finite: the check interval keeps them far from overflow).
-                diverged_at[blown] = k
-                factor[blown] = 1.0
-            if k == recorded[t]:
-                excess[t] = gap
-                t += 1
-    w_final = (v + torch.as_tensor(problem.u_eig, **kw)).cpu().numpy() @ problem.eigvecs.T
+    eps_np, recorded, B, dev, engine = _setup(problem, eps, steps, record_every, device, dtype, compile, len(w0_np))
+    _, _, growth, cap = blowup_bounds(float(torch.finfo(dtype).max))
+    v0 = w0_np @ problem.eigvecs - problem.u_eig
+    lam = problem.eigvals
+    gap0 = 0.5 * (v0 * v0) @ lam
+    bound = np.minimum(growth * np.maximum(gap0, np.finfo(_DTYPES[dtype]).tiny), cap)
+    if engine == "numba":
+        excess, v, diverged_at = _gd_numba(lam, v0, eps_np, recorded, bound, B, _DTYPES[dtype])
+    else:
+        excess, v, diverged_at = torch_engine.gd_run(
+            lam, v0, eps_np, recorded, bound, B, dev, dtype, engine == "torch-compiled"
+        )
     return Trajectory(
         method="gd",
         steps=recorded,
         eps=np.broadcast_to(eps_np, (B,)).copy(),
-        excess_loss=excess.cpu().numpy(),
-        w_final=w_final,
-        diverged_at=diverged_at.cpu().numpy(),
+        excess_loss=excess,
+        w_final=(v + problem.u_eig) @ problem.eigvecs.T,
+        diverged_at=diverged_at,
     )
 
 
+def _gd_numba(lam, v0, eps, recorded, bound, B, dtype):
+    v0_l, eps_l, bound_l = (_lanes(x, B, dtype, kernels.GD_LANES) for x in (v0, eps, bound))
+    out = np.empty((len(recorded), len(eps_l)), dtype)
+    v, diverged_at = np.empty_like(v0_l), np.empty(len(eps_l), np.int64)
+    kernels.gd_loop(
+        lam.astype(dtype), v0_l, eps_l, recorded.astype(np.int64), bound_l, kernels.GD_LANES, out, v, diverged_at
+    )
+    return out[:, :B], v[:B], diverged_at[:B]
+
+
 # -- BNGD ------------------------------------------------------------------------------------------------
-def bngd_moments(w, lam, g):
-    """``(w^T g, H w, ||w||_H^2)`` for a batch of eigenbasis weights ``w`` (B, d), where ``H w = lambda * w``."""
-    hw = w * lam
-    return w @ g, hw, torch.linalg.vecdot(w, hw)
-
-
-def bngd_update(w, a, wg, hw, whw, eps, eps_a, g, alive):
-    """One BNGD step from ``(a_k, w_k)`` and their moments; frozen runs (``alive`` False) do not move.
-
-    ``w + (eps a / ||w||_H) g - (eps a w^T g / ||w||_H^3) H w``, as one rank-one update and one scaled add;
-    ``torch.where`` (not a product with a mask) keeps a frozen run's non-finite values out.
-    """
-    norm_h = torch.sqrt(whw)
-    scale = eps * a / norm_h
-    along_g = torch.where(alive, scale, 0.0)
-    along_hw = torch.where(alive, scale * wg / whw, 0.0)
-    w_next = torch.addr(w, along_g, g).addcmul_(along_hw[:, None], hw, value=-1.0)
-    a_next = a + torch.where(alive, eps_a * (wg / norm_h - a), 0.0)
-    return w_next, a_next
-
-
-def _diverging(w_moment, a, alive):
-    """Runs still alive whose ``||w||_H^2`` or ``a`` left the safe range (or are NaN)."""
-    return alive & (~torch.isfinite(w_moment) | (w_moment > BNGD_WHW_BOUND) | ~(a.abs() <= BNGD_A_BOUND))
-
-
-def _bngd_advance(w, a, alive, diverged_at, k, eps, eps_a, lam, g, n: int):
-    """``n`` BNGD steps from step ``k`` (a 0-d tensor, so a compiled version serves every k).
-
-    Divergence is checked once, before the first step: the bounds sit so far below overflow that ``n <= 8``
-    further steps keep a frozen run finite, and a per-step check would double the eager cost.
-    """
-    wg, hw, whw = bngd_moments(w, lam, g)
-    bad = _diverging(whw, a, alive)
-    diverged_at = torch.where(bad, k, diverged_at)
-    alive = alive & ~bad
-    for i in range(n):
-        if i:
-            wg, hw, whw = bngd_moments(w, lam, g)
-        w, a = bngd_update(w, a, wg, hw, whw, eps, eps_a, g, alive)
-    return w, a, alive, diverged_at
-
-
-def _bngd_observe(w, a, eps, lam, g, u):
-    """Stacked ``(J - J*, a, ||w||, ||w||_H, eps_hat)`` of a batch, shape (5, B)."""
-    wg, _, whw = bngd_moments(w, lam, g)
-    e = u - (wg / whw)[:, None] * w
-    p = wg / torch.sqrt(whw)
-    excess = 0.5 * ((a - p) ** 2 + (e * e) @ lam)
-    return torch.stack([excess, a, torch.linalg.vector_norm(w, dim=1), torch.sqrt(whw), eps * a * a / whw])
-
-
 _OBSERVED = ("excess_loss", "a", "w_norm", "w_norm_H", "eff_step")
-# Steps fused into one compiled call: long enough to amortise the call, short enough to compile quickly.
-_FUSED_STEPS = 8
-# "auto" compiles when a run does at least this many run x dimension x steps (eager then takes seconds).
-_AUTO_COMPILE_WORK = 1e8
-
-
-def _kernels(compile_: bool):
-    if not compile_:
-        return _bngd_advance, _bngd_observe
-    return _with_eager_fallback(_bngd_advance), _with_eager_fallback(_bngd_observe)
-
-
-def _with_eager_fallback(fn):
-    """``torch.compile(fn)``, falling back to eager ``fn`` (with one warning) where compiling fails, e.g.
-    on a machine without a C++ compiler; the results are the same, only slower."""
-    compiled = torch.compile(fn, dynamic=False)
-
-    def call(*args):
-        if fn.__name__ in _COMPILE_FAILED:
-            return fn(*args)
-        try:
-            return compiled(*args)
-        except Exception as exc:  # noqa: BLE001 - any backend failure means: run eagerly
-            _COMPILE_FAILED.add(fn.__name__)
-            warnings.warn(f"torch.compile failed ({type(exc).__name__}); running eagerly", stacklevel=2)
-            return fn(*args)
-
-    return call
-
-
-_COMPILE_FAILED: set[str] = set()
 
 
 def bngd(
@@ -291,12 +232,13 @@ def bngd(
 
     Recorded per run: ``J - J*`` computed as ``((a - p)^2 + ||e||_H^2) / 2`` with ``p = w^T g / ||w||_H``
     (exact: ``u^T H u - p^2 = ||e||_H^2``, free of cancellation), ``a``, ``||w||``, ``||w||_H`` and the
-    effective step size ``eps a^2 / ||w||_H^2``.
+    effective step size ``eps a^2 / ||w||_H^2``. A run is frozen before the step that would take ``|a|`` or
+    ``||w||_H^2`` out of range (``kernels.blowup_bounds`` of ``dtype``).
 
-    ``compile``: fuse the steps with ``torch.compile`` (C++/OpenMP on CPU, Triton on GPU; the first call
-    compiles for a few seconds); ``"auto"`` does so for large jobs only.
+    ``compile``: ``"auto"``/``True`` run the fused numba loop on CPU (compiled once, cached on disk);
+    on a GPU ``True`` fuses steps with ``torch.compile`` and ``"auto"`` does so for large jobs only;
+    ``False`` runs the eager torch reference, step by step.
     """
-    eps_np = _rates("eps", eps)
     eps_a_np = _rates("eps_a", eps_a)
     a0_np = np.atleast_1d(np.asarray(a0, dtype=np.float64))
     if a0_np.ndim != 1 or not np.all(np.isfinite(a0_np)):
@@ -304,44 +246,48 @@ def bngd(
     w0_np = _initial_w(problem, w0, seed, w0_norm)
     if np.any(np.linalg.norm(w0_np, axis=1) == 0):
         raise BnlabError("w0 must be non-zero for BNGD (BN divides by ||w||_H)")
-    if compile not in (True, False, "auto"):
-        raise BnlabError(f"compile must be True, False or 'auto', got {compile!r}")
-    B = _batch(len(eps_np), len(eps_a_np), len(a0_np), len(w0_np))
-    recorded = _record_steps(steps, record_every)
-    dev = resolve_device(device)
-    kw = {"dtype": dtype, "device": dev}
-    lam = torch.as_tensor(problem.eigvals, **kw)
-    g = torch.as_tensor(problem.g_eig, **kw)
-    u = torch.as_tensor(problem.u_eig, **kw)
-    w = _broadcast(w0_np @ problem.eigvecs, B, kw)
-    a = _broadcast(a0_np, B, kw)
-    eps_t, eps_a_t = _broadcast(eps_np, B, kw), _broadcast(eps_a_np, B, kw)
-    alive = torch.ones(B, dtype=torch.bool, device=dev)
-    diverged_at = torch.full((B,), -1, dtype=torch.long, device=dev)
-    if compile == "auto":
-        compile = B * problem.d * steps >= _AUTO_COMPILE_WORK
-    advance, observe = _kernels(bool(compile))
-    observed = torch.empty((len(recorded), len(_OBSERVED), B), **kw)
-    observed[0] = observe(w, a, eps_t, lam, g, u)
-    for t in range(1, len(recorded)):
-        k, todo = int(recorded[t - 1]), int(recorded[t] - recorded[t - 1])
-        while todo > 0:
-            n = _FUSED_STEPS if todo >= _FUSED_STEPS else 1
-            k_t = torch.tensor(k, device=dev)
-            w, a, alive, diverged_at = advance(w, a, alive, diverged_at, k_t, eps_t, eps_a_t, lam, g, n)
-            k, todo = k + n, todo - n
-        observed[t] = observe(w, a, eps_t, lam, g, u)
-    # A run frozen at the final state is still flagged.
-    bad = _diverging(bngd_moments(w, lam, g)[2], a, alive)
-    diverged_at = torch.where(bad, steps, diverged_at)
-    observed = observed.cpu().numpy()
+    eps_np, recorded, B, dev, engine = _setup(
+        problem, eps, steps, record_every, device, dtype, compile, len(eps_a_np), len(a0_np), len(w0_np)
+    )
+    a_bound, whw_bound, _, _ = blowup_bounds(float(torch.finfo(dtype).max))
+    args = (problem.eigvals, problem.g_eig, problem.u_eig, w0_np @ problem.eigvecs, a0_np, eps_np, eps_a_np)
+    if engine == "numba":
+        observed, w, a, diverged_at = _bngd_numba(*args, recorded, a_bound, whw_bound, B, _DTYPES[dtype])
+    else:
+        observed, w, a, diverged_at = torch_engine.bngd_run(
+            *args, recorded, a_bound, whw_bound, B, dev, dtype, engine == "torch-compiled"
+        )
     return Trajectory(
         method="bngd",
         steps=recorded,
         eps=np.broadcast_to(eps_np, (B,)).copy(),
         eps_a=np.broadcast_to(eps_a_np, (B,)).copy(),
-        w_final=w.cpu().numpy() @ problem.eigvecs.T,
-        a_final=a.cpu().numpy(),
-        diverged_at=diverged_at.cpu().numpy(),
+        w_final=w @ problem.eigvecs.T,
+        a_final=a,
+        diverged_at=diverged_at,
         **{name: observed[:, i] for i, name in enumerate(_OBSERVED)},
     )
+
+
+def _bngd_numba(lam, g, u, w0, a0, eps, eps_a, recorded, a_bound, whw_bound, B, dtype):
+    w0_l, a0_l, eps_l, eps_a_l = (_lanes(x, B, dtype, kernels.BNGD_LANES) for x in (w0, a0, eps, eps_a))
+    n = len(eps_l)
+    out = np.empty((len(recorded), len(_OBSERVED), n), dtype)
+    w, a, diverged_at = np.empty_like(w0_l), np.empty(n, dtype), np.empty(n, np.int64)
+    vectors = (x.astype(dtype) for x in (lam, g, u))
+    kernels.bngd_loop(
+        *vectors,
+        w0_l,
+        a0_l,
+        eps_l,
+        eps_a_l,
+        recorded.astype(np.int64),
+        a_bound,
+        whw_bound,
+        kernels.BNGD_LANES,
+        out,
+        w,
+        a,
+        diverged_at,
+    )
+    return out[:, :, :B], w[:B], a[:B], diverged_at[:B]

@@ -26,15 +26,34 @@ _SYMMETRY_RTOL = 1e-10
 
 
 def _as_finite_array(name: str, value, ndim: int) -> np.ndarray:
+    if np.iscomplexobj(value):  # float64 conversion would drop the imaginary part silently
+        raise BnlabError(f"{name} must be real, got complex values")
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise BnlabError(f"{name} must be numeric: {exc}") from None
     if arr.ndim != ndim:
-        raise BnlabError(f"{name} must have {ndim} dimension(s), got shape {arr.shape}")
+        shape = "a single number" if ndim == 0 else f"{ndim} dimension(s)"
+        raise BnlabError(f"{name} must be {shape}, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise BnlabError(f"{name} contains NaN or infinite values")
     return arr
+
+
+def _singularity_cause(X: np.ndarray, Xc: np.ndarray) -> str | None:
+    """Why the centred data ``Xc`` has rank below its column count d, in the data's terms (columns 0-based)."""
+    n, d = X.shape
+    constant = np.flatnonzero(np.ptp(X, axis=0) == 0)
+    if constant.size:
+        return f"column(s) {constant.tolist()} are constant (zero after centring)"
+    if n - 1 < d:
+        return f"{n} rows for {d} columns (centred, n rows have rank at most n - 1 = {n - 1} < {d})"
+    _, sv, vt = np.linalg.svd(Xc, full_matrices=False)
+    if sv[-1] > d * np.finfo(np.float64).eps ** 0.5 * sv[0]:
+        return None
+    null = np.abs(vt[-1])
+    involved = np.flatnonzero(null > 0.1 * null.max()).tolist()
+    return f"columns {involved} are collinear (one is a linear combination of the others)"
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,11 +98,8 @@ class Problem:
         eigvals, eigvecs = eigvals[::-1].copy(), eigvecs[:, ::-1].copy()
         u_eig = (eigvecs.T @ g) / eigvals
         uHu = float(np.sum(eigvals * u_eig**2))
-        if c is None:
-            c = uHu
-        elif not np.isfinite(c):
-            raise BnlabError("c must be finite")
-        elif c < uHu * (1 - 1e-9) - 1e-12:
+        c = uHu if c is None else float(_as_finite_array("c", c, 0))
+        if c < uHu * (1 - 1e-9) - 1e-12:
             raise BnlabError(f"c = E[y^2] = {c:.6g} is below u^T H u = {uHu:.6g}: the moments are inconsistent")
         return cls(H=H, g=g, c=float(c), eigvals=eigvals, eigvecs=eigvecs, description=description)
 
@@ -101,7 +117,13 @@ class Problem:
             raise BnlabError("need at least two samples")
         Xc, yc = X - X.mean(axis=0), y - y.mean()
         n = X.shape[0]
-        return cls.from_moments(Xc.T @ Xc / n, Xc.T @ yc / n, float(yc @ yc / n), description=f"data n={n}")
+        try:
+            return cls.from_moments(Xc.T @ Xc / n, Xc.T @ yc / n, float(yc @ yc / n), description=f"data n={n}")
+        except BnlabError as exc:
+            cause = _singularity_cause(X, Xc)
+            if cause is None:
+                raise
+            raise BnlabError(f"H = Xc^T Xc / n from the data is singular: {cause}") from exc
 
     @classmethod
     def from_spectrum(

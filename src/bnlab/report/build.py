@@ -39,13 +39,14 @@ def build_report(out: str | Path, outcomes: Sequence[Outcome], profile: str | No
     return html_path, json_path
 
 
-def collect_outcomes(out: str | Path) -> tuple[list[Outcome], str | None]:
-    """The outcomes (re-summarised and re-plotted from stored tables) that the report of ``out`` shows."""
+def collect_outcomes(out: str | Path, run_ids: Sequence[str] = ()) -> tuple[list[Outcome], str | None]:
+    """The outcomes (re-summarised and re-plotted from stored tables) that the report of ``out`` shows: the runs
+    ``run_ids`` (ids or unambiguous prefixes) if given."""
     out = Path(out)
     previous = out / SUMMARY_JSON
-    stores: list[RunStore] = []
+    stores: list[RunStore] = [ResultStore(out).find(i) for i in run_ids]
     profile = None
-    if previous.exists():
+    if previous.exists() and not stores:
         data = json.loads(previous.read_text())
         profile = data.get("profile")
         for exp in data.get("experiments", []):
@@ -69,8 +70,8 @@ def collect_outcomes(out: str | Path) -> tuple[list[Outcome], str | None]:
     return [load_outcome(s) for s in stores], profile
 
 
-def rebuild_report(out: str | Path) -> tuple[list[Outcome], Path, Path]:
+def rebuild_report(out: str | Path, run_ids: Sequence[str] = ()) -> tuple[list[Outcome], Path, Path]:
     """Rebuild ``report.html`` and ``summary.json`` under ``out`` from stored results only."""
-    outcomes, profile = collect_outcomes(out)
+    outcomes, profile = collect_outcomes(out, run_ids)
     html_path, json_path = build_report(out, outcomes, profile)
     return outcomes, html_path, json_path

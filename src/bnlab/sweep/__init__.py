@@ -1,15 +1,23 @@
-"""Sweeps: run identity, the result store, and executors for chunks of vectorised work."""
+"""Sweeps: identities of runs and chunks, the content-addressed result store, executors for chunks of work."""
 
-from bnlab.sweep.executors import Executor, LocalExecutor, RayExecutor, make_executor
+from concurrent.futures import Executor
+
+from bnlab.sweep.executors import LocalExecutor, RayExecutor, make_executor
+from bnlab.sweep.keys import NOT_IDENTITY, RESULTS_VERSION, chunk_key, config_hash
 from bnlab.sweep.runner import run_chunks
-from bnlab.sweep.store import ResultStore, RunStore, config_hash
+from bnlab.sweep.store import ChunkPool, PlanReady, ResultStore, RunStore
 
 __all__ = [
+    "NOT_IDENTITY",
+    "RESULTS_VERSION",
+    "ChunkPool",
     "Executor",
     "LocalExecutor",
+    "PlanReady",
     "RayExecutor",
     "ResultStore",
     "RunStore",
+    "chunk_key",
     "config_hash",
     "make_executor",
     "run_chunks",

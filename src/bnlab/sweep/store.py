@@ -1,147 +1,187 @@
-"""The result store: one folder per run, keyed by a hash of its fully resolved config.
+"""The result store: a pool of content-addressed chunks, and one folder per run that lists the chunks it used.
 
-Layout of a run folder ``ROOT/EXPERIMENT/RUN_ID/``::
+Layout of a results folder ``ROOT``::
 
-    config.json        the resolved config (what the hash is computed from)
-    environment.json   package versions, device, git commit, host, time
-    chunks/KEY.parquet one tidy table per finished unit of work (resume skips these)
-    tables/NAME.parquet  tidy tables assembled from the chunks
-    summary.json       the experiment's claims (prediction, measurement, verdict)
-    COMPLETE           marker: every chunk done and the tables written
+    chunks/KEY.parquet          every chunk of every run, stored once; KEY hashes the chunk's own spec
+                                (bnlab.sweep.keys); the file's metadata holds that spec and its provenance
+    chunks/.locks/KEY.lock      held while a process computes KEY (a second run waits, then reuses it)
+    EXPERIMENT/RUN_ID/          RUN_ID hashes the experiment, its resolved config and RESULTS_VERSION
+        config.json             the resolved config
+        run.json                experiment, profile, times, wall time of the computing
+        environment.json        what started the run (versions, device, git state); each chunk has its own
+        manifest.json           the chunks of this run: label, key, computing function
+        tables/NAME.parquet     tidy tables assembled from the chunks
+        summary.json            the experiment's claims
+        COMPLETE                marker: every chunk done and the tables written
 
-Every file is written to a temporary name in the same folder and renamed into place (``os.replace`` is atomic
-on POSIX), so a run killed at any moment leaves only whole files, and what finished is kept.
+A run folder is created at its first write (its first finished chunk), never before: a run that fails on its
+input leaves nothing behind. Every file is written atomically (bnlab.sweep.files).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import platform
-import subprocess
-import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from filelock import FileLock, Timeout
 
 from bnlab.errors import BnlabError
+from bnlab.sweep.files import (
+    ensure_dir,
+    read_json,
+    read_parquet,
+    read_parquet_metadata,
+    write_json_atomic,
+    write_parquet_atomic,
+    write_text_atomic,
+)
+from bnlab.sweep.keys import RESULTS_VERSION, canonical_json, config_hash
+from bnlab.sweep.provenance import environment
 
 _COMPLETE = "COMPLETE"
-# Part of every run's identity; bump when a change to the code changes the numbers a config produces.
-RESULTS_VERSION = 1
+POOL = "chunks"
 
 
-def canonical_json(obj: Any) -> str:
-    """Deterministic JSON (sorted keys, no whitespace): equal configs give equal strings."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+class PlanReady(Exception):
+    """Raised by ``run_chunks`` on a planning store when chunks are missing: the run cannot go further without
+    computing them, so the count stops there."""
 
 
-def config_hash(config: Mapping[str, Any], length: int = 12) -> str:
-    """The run identity: the first ``length`` hex digits of SHA-256 of the canonical JSON config."""
-    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:length]
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+class ChunkPool:
+    """``ROOT/chunks``: one Parquet file per chunk key, shared by every run under ROOT."""
 
+    def __init__(self, path: Path):
+        self.path = Path(path)
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
+    def file(self, key: str) -> Path:
+        if not key or any(c in key for c in "/\\") or key.startswith("."):
+            raise ValueError(f"invalid chunk key {key!r}")
+        return self.path / f"{key}.parquet"
 
+    def has(self, key: str) -> bool:
+        return self.file(key).exists()
 
-def write_text_atomic(path: Path, text: str) -> None:
-    _atomic_write(Path(path), lambda p: p.write_text(text, encoding="utf-8"))
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        return [k for k in dict.fromkeys(keys) if not self.has(k)]
 
+    def write(self, key: str, frame: pd.DataFrame, metadata: Mapping[str, Any]) -> None:
+        write_parquet_atomic(self.file(key), frame, dict(metadata))
 
-def write_parquet_atomic(path: Path, frame: pd.DataFrame) -> None:
-    _atomic_write(Path(path), lambda p: frame.to_parquet(p, index=False))
+    def read(self, key: str) -> pd.DataFrame:
+        return read_parquet(self.file(key))
 
+    def provenance(self, key: str) -> dict[str, Any]:
+        """The chunk's metadata: ``fn``, ``spec``, ``environment`` (device, host, versions, git), ``seconds``."""
+        return read_parquet_metadata(self.file(key))
 
-def read_parquet(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
-        raise BnlabError(f"cannot read stored table {path}: {exc}") from None
+    def acquire(self, key: str, blocking: bool) -> FileLock | None:
+        """Hold the inter-process lock for computing ``key`` (the OS frees it if its holder dies), or None if
+        another process holds it and ``blocking`` is False."""
+        lock = FileLock(str(self.path / f".{key}.lock"))
+        for _ in range(3):  # the pool folder may be removed by a failing run between ensure_dir and the open
+            ensure_dir(self.path)
+            try:
+                lock.acquire(timeout=-1 if blocking else 0)
+                return lock
+            except Timeout:
+                return None
+            except FileNotFoundError:
+                continue
+        raise BnlabError(f"cannot create a lock in {self.path}")
 
+    def release(self, lock: FileLock) -> None:
+        """Remove the lock file while holding it (a peer waiting on it retries on the new path), then release."""
+        Path(lock.lock_file).unlink(missing_ok=True)
+        lock.release()
 
-def environment(device: str | None = None) -> dict[str, Any]:
-    """What produced a result: versions, device, git commit of the code, host and time."""
-    import numpy
-    import torch
-
-    import bnlab
-
-    info: dict[str, Any] = {
-        "bnlab": bnlab.__version__,
-        "python": platform.python_version(),
-        "numpy": numpy.__version__,
-        "pandas": pd.__version__,
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "host": platform.node(),
-        "device": device or "cpu",
-        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": None,
-    }
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        if out.returncode == 0:
-            info["git_commit"] = out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return info
+    def tidy(self) -> None:
+        """Remove the pool folder if a failed run left it empty."""
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass
 
 
 class RunStore:
-    """The folder of one run: its config, its finished chunks and tables, its summary."""
+    """The folder of one run: its config, the manifest of its chunks, its tables and summary.
 
-    def __init__(self, path: Path, config: Mapping[str, Any]):
+    ``planning`` stores (``ResultStore.plan``) only read: they count what a run would compute (``--dry-run``).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        config: Mapping[str, Any],
+        pool: ChunkPool | None = None,
+        meta: Mapping[str, Any] | None = None,
+        device: str | None = None,
+        planning: bool = False,
+    ):
         self.path = Path(path)
         self.config = dict(config)
         self.run_id = self.path.name
+        self.pool = pool or ChunkPool(self.path.parent.parent / POOL)
+        self.meta = dict(meta or {})
+        self.device = device or "cpu"
+        self.planning = planning
+        self.plan: list[tuple[int, int]] = []  # (chunks, stored) per run_chunks call, when planning
+        self.computed: list[str] = []  # chunk keys this process computed and wrote
 
-    # -- chunks: resumable units of work ----------------------------------------------------------------
-    def chunk_path(self, key: str) -> Path:
-        if not key or any(c in key for c in "/\\") or key.startswith("."):
-            raise ValueError(f"invalid chunk key {key!r}")
-        return self.path / "chunks" / f"{key}.parquet"
+    # -- the folder itself ------------------------------------------------------------------------------
+    @property
+    def exists(self) -> bool:
+        return (self.path / "config.json").exists()
 
-    def has_chunk(self, key: str) -> bool:
-        return self.chunk_path(key).exists()
+    def materialise(self) -> bool:
+        """Create the folder with its config, run record and environment (once, at the run's first write).
 
-    def write_chunk(self, key: str, frame: pd.DataFrame) -> None:
-        write_parquet_atomic(self.chunk_path(key), frame)
+        False on a planning store, which writes nothing (so a planned run goes on to count its later stages)."""
+        if self.planning:
+            return False
+        if self.exists:
+            return True
+        write_json_atomic(self.path / "environment.json", environment(self.device))
+        write_json_atomic(self.path / "run.json", {"created": _now(), **self.meta})
+        write_json_atomic(self.path / "config.json", self.config)  # last: its presence marks the folder a run
+        return True
 
-    def read_chunk(self, key: str) -> pd.DataFrame:
-        return read_parquet(self.chunk_path(key))
+    def record(self, **fields: Any) -> None:
+        """Update ``run.json`` (status, wall time, profile)."""
+        if not self.materialise():
+            return
+        current = read_json(self.path / "run.json") if (self.path / "run.json").exists() else {}
+        write_json_atomic(self.path / "run.json", {**current, **fields, "updated": _now()})
 
-    def missing(self, keys: Iterable[str]) -> list[str]:
-        return [k for k in keys if not self.has_chunk(k)]
+    def read_run(self) -> dict[str, Any]:
+        path = self.path / "run.json"
+        return read_json(path) if path.exists() else {}
+
+    # -- chunks: in the shared pool; the run keeps a manifest -------------------------------------------
+    def add_to_manifest(self, entries: Iterable[Mapping[str, str]]) -> None:
+        if not self.materialise():
+            return
+        listed = self.manifest()
+        known = {e["key"] for e in listed}
+        new = [dict(e) for e in entries if e["key"] not in known]
+        if new:
+            write_json_atomic(self.path / "manifest.json", {"chunks": listed + new})
+
+    def manifest(self) -> list[dict[str, str]]:
+        path = self.path / "manifest.json"
+        return read_json(path)["chunks"] if path.exists() else []
 
     # -- tables, JSON, completion --------------------------------------------------------------------------
     def write_table(self, name: str, frame: pd.DataFrame) -> None:
-        write_parquet_atomic(self.path / "tables" / f"{name}.parquet", frame)
+        if self.materialise():
+            write_parquet_atomic(self.path / "tables" / f"{name}.parquet", frame)
 
     def read_table(self, name: str) -> pd.DataFrame:
         path = self.path / "tables" / f"{name}.parquet"
@@ -154,57 +194,69 @@ class RunStore:
         return {p.stem: read_parquet(p) for p in sorted(folder.glob("*.parquet"))} if folder.exists() else {}
 
     def write_json(self, name: str, obj: Any) -> None:
-        write_json_atomic(self.path / f"{name}.json", obj)
+        if self.materialise():
+            write_json_atomic(self.path / f"{name}.json", obj)
 
     def read_json(self, name: str) -> Any:
         path = self.path / f"{name}.json"
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
-            raise BnlabError(f"run {self.path} has no {name}.json") from None
-        except json.JSONDecodeError as exc:
-            raise BnlabError(f"{path} is corrupt: {exc}") from None
+        if not path.exists():
+            raise BnlabError(f"run {self.path} has no {name}.json")
+        return read_json(path)
 
     @property
     def complete(self) -> bool:
         return (self.path / _COMPLETE).exists()
 
     def mark_complete(self) -> None:
-        write_text_atomic(self.path / _COMPLETE, "ok\n")
+        if self.materialise():
+            write_text_atomic(self.path / _COMPLETE, "ok\n")
 
     def figures_dir(self) -> Path:
+        self.materialise()
         folder = self.path / "figures"
-        folder.mkdir(parents=True, exist_ok=True)
+        ensure_dir(folder)
         return folder
 
 
 class ResultStore:
-    """All runs under one root folder: ``ROOT/EXPERIMENT/RUN_ID``."""
+    """All runs under one root folder: ``ROOT/EXPERIMENT/RUN_ID``, and their shared chunk pool ``ROOT/chunks``."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self.pool = ChunkPool(self.root / POOL)
 
-    def open(self, experiment: str, config: Mapping[str, Any], device: str | None = None) -> RunStore:
-        """The run folder for this config, created (with config and environment) if new, reused if not.
+    def run_id(self, experiment: str, config: Mapping[str, Any]) -> str:
+        """The run identity: the experiment, its config and ``RESULTS_VERSION`` (bump that when a code change
+        alters what a config computes, so that stored results of the old code are not silently reused)."""
+        return config_hash({"experiment": experiment, "results_version": RESULTS_VERSION, **config})
 
-        The identity covers the experiment, its config and ``RESULTS_VERSION``: bump that when a code change
-        alters what a config computes, so that stored results of the old code are not silently reused.
-        """
-        run_id = config_hash({"experiment": experiment, "results_version": RESULTS_VERSION, **config})
-        path = self.root / experiment / run_id
-        config_file = path / "config.json"
-        if config_file.exists():
-            stored = json.loads(config_file.read_text())
+    def open(
+        self, experiment: str, config: Mapping[str, Any], device: str | None = None, profile: str | None = None
+    ) -> RunStore:
+        """The run folder for this config: reused if it exists, else created at the run's first write."""
+        path = self.root / experiment / self.run_id(experiment, config)
+        if (path / "config.json").exists():
+            stored = read_json(path / "config.json")
             if canonical_json(stored) != canonical_json(dict(config)):
                 raise BnlabError(f"{path} holds a different config than its hash says; remove that folder")
-        else:
-            write_json_atomic(config_file, dict(config))
-        if not (path / "environment.json").exists():
-            write_json_atomic(path / "environment.json", environment(device))
-        return RunStore(path, config)
+        meta = {"experiment": experiment, "profile": profile}
+        return RunStore(path, config, self.pool, meta=meta, device=device)
+
+    def plan(self, experiment: str, config: Mapping[str, Any]) -> RunStore:
+        """A read-only view of the run ``open`` would give, for counting what it would compute."""
+        path = self.root / experiment / self.run_id(experiment, config)
+        return RunStore(path, config, self.pool, planning=True)
 
     def runs(self, experiment: str | None = None) -> list[RunStore]:
         """Every stored run (optionally of one experiment), oldest first."""
         pattern = f"{experiment}/*/config.json" if experiment else "*/*/config.json"
         found = sorted(self.root.glob(pattern), key=lambda p: p.stat().st_mtime)
-        return [RunStore(p.parent, json.loads(p.read_text())) for p in found]
+        return [RunStore(p.parent, read_json(p), self.pool) for p in found]
+
+    def find(self, run_id: str) -> RunStore:
+        """The run whose id is ``run_id`` or starts with it (unambiguously)."""
+        matches = [r for r in self.runs() if r.run_id.startswith(run_id)] if run_id else []
+        if len(matches) != 1:
+            what = "no run" if not matches else f"{len(matches)} runs"
+            raise BnlabError(f"{what} under {self.root} with id {run_id!r} (see 'bnlab ls {self.root}')")
+        return matches[0]
