@@ -142,6 +142,8 @@ def run(name, profile, overrides, dry_run, device, out, executor, workers, ray_a
             progress=not no_progress,
         )
     _print_claims(outcome.claims, outcome.experiment.name)
+    if outcome.experiment.row_note:
+        console.print(f"{outcome.experiment.row}: {outcome.experiment.row_note(outcome.claims)}", markup=False)
     state = "reused stored results" if outcome.reused else f"computed {len(outcome.store.computed)} chunk(s)"
     console.print(f"{state}: run {outcome.store.run_id} in {outcome.store.path}")
     for fig in outcome.figures:
@@ -152,8 +154,25 @@ def run(name, profile, overrides, dry_run, device, out, executor, workers, ray_a
 @cli.command()
 @click.option("--d", "d", type=int, default=10, show_default=True, help="Dimension.")
 @click.option("--kappa", type=float, default=100.0, show_default=True, help="Condition number.")
-@click.option("--spacing", type=click.Choice(["linear", "log"]), default="log", show_default=True)
+@click.option(
+    "--spectrum",
+    "--spacing",
+    "spectrum",
+    type=click.Choice(["linear", "log", "marchenko-pastur", "spiked"]),
+    default="log",
+    show_default=True,
+    help="Spectrum family (docs/problems.md).",
+)
+@click.option("--aspect", type=float, default=4.0, show_default=True, help="marchenko-pastur: n / d.")
+@click.option("--rho", type=float, default=0.5, show_default=True, help="spiked: correlation in a block.")
+@click.option("--spikes", type=int, default=1, show_default=True, help="spiked: number of blocks.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--u-law",
+    type=click.Choice(["gaussian", "rademacher", "student-t", "sparse"]),
+    default="gaussian",
+    show_default=True,
+)
 @click.option("--u-norm", type=click.Choice(["gaussian", "unit"]), default="gaussian", show_default=True)
 @click.option(
     "--matrix",
@@ -162,7 +181,7 @@ def run(name, profile, overrides, dry_run, device, out, executor, workers, ray_a
     help="A .npy file with H, or a .npz with H and g (and optionally c), instead of a spectrum.",
 )
 @click.option("--eps", type=float, multiple=True, help="Learning rates at which to print GD's rate.")
-def theory(d, kappa, spacing, seed, u_norm, matrix, eps) -> None:
+def theory(d, kappa, spectrum, aspect, rho, spikes, seed, u_law, u_norm, matrix, eps) -> None:
     """Print a problem's closed-form quantities: thresholds, kappa, kappa*, optimal rates."""
     from bnlab.ols import Problem
     from bnlab.ols import theory as th
@@ -170,7 +189,8 @@ def theory(d, kappa, spacing, seed, u_norm, matrix, eps) -> None:
     if matrix:
         problem = _load_problem(Path(matrix))
     else:
-        problem = Problem.from_spectrum(d, kappa, spacing, seed=seed, u_norm=u_norm)
+        family = {"aspect": aspect, "rho": rho, "spikes": spikes, "u_law": u_law, "u_norm": u_norm}
+        problem = Problem.from_spectrum(d, kappa, spectrum, seed=seed, **family)
     summary = th.summarise(problem)
     table = Table("quantity", "value", title=repr(problem), box=None)
     for key, value in vars(summary).items():
@@ -229,8 +249,14 @@ def _load_arrays(path: Path) -> np.ndarray | dict[str, np.ndarray]:
     metavar="[NAME.]KEY=VALUE",
     help="Override KEY in every experiment that has it, or only in NAME (e.g. nn-lr.steps=300).",
 )
+@click.option(
+    "--families",
+    is_flag=True,
+    help="Run every OLS experiment (or --only some) over the family matrix of docs/problems.md instead, and write "
+    "OUT/families.csv and OUT/families.md (the claims that do not hold, each with its family).",
+)
 @execution_options
-def reproduce(profile, only, overrides, device, out, executor, workers, ray_address, no_progress) -> None:
+def reproduce(profile, only, overrides, families, device, out, executor, workers, ray_address, no_progress) -> None:
     """Run every experiment (or --only some) and write OUT/report.html and OUT/summary.json.
 
     Exits 0 whether or not every claim holds: a claim that does not hold is a measurement, listed at the end.
@@ -239,6 +265,11 @@ def reproduce(profile, only, overrides, device, out, executor, workers, ray_addr
     from bnlab.report import build_report
     from bnlab.sweep import make_executor
 
+    if families:
+        if overrides:
+            raise BnlabError("--set does not apply with --families: the family matrix fixes the problem fields")
+        _reproduce_families(profile, only, out, make_executor(executor, ray_address, workers), device, not no_progress)
+        return
     names = list(dict.fromkeys(only)) if only else list(REGISTRY)
     for name in names:
         get(name)  # unknown names fail first
@@ -289,6 +320,22 @@ def _route_overrides(items, names: list[str]) -> dict[str, list[str]]:
         for name in takers:
             routed[name].append(f"{field}={value}")
     return routed
+
+
+def _reproduce_families(profile, only, out, runner, device, progress) -> None:
+    from bnlab.experiments import get
+    from bnlab.experiments.families import OLS_EXPERIMENTS, families_markdown, run_families
+
+    names = list(dict.fromkeys(only)) if only else list(OLS_EXPERIMENTS)
+    for name in names:
+        if name not in OLS_EXPERIMENTS:
+            get(name)  # an unknown name says so
+            raise BnlabError(f"--families runs the OLS experiments only ({', '.join(OLS_EXPERIMENTS)}), not {name}")
+    table = run_families(Path(out), profile, names, device=device, executor=runner, progress=progress)
+    table.to_csv(Path(out) / "families.csv", index=False)
+    (Path(out) / "families.md").write_text(families_markdown(table))
+    console.print(f"{int(table.holds.sum())} of {len(table)} claims hold over the family matrix")
+    console.print(f"table: {Path(out) / 'families.csv'}\nfailing claims by family: {Path(out) / 'families.md'}")
 
 
 def _check_runnable(name: str, config) -> None:

@@ -129,6 +129,8 @@ class Experiment:
     run: Callable[[Any, RunContext], None]
     summarise: Callable[[Any, Tables], list[Claim]]
     plot: Callable[[Any, Tables, Path], list[Path]]
+    # Optional: the row's verdict in words, from this experiment's claims (where "reproduced" needs a "where").
+    row_note: Callable[[list[Claim]], str] | None = None
 
     @property
     def purpose(self) -> str:
