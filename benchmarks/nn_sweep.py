@@ -1,21 +1,38 @@
-"""Benchmark: a 40-learning-rate sweep of M5 (784 -> 100 -> 10, BN) batched vs trained one network at a time.
+"""Benchmark: per-network training throughput of ``bnlab.nn.train`` against three baselines in the same run.
 
-Random 784-dimensional inputs, batch 100, 50 SGD steps. Prints both wall times, their ratio, the batched sweep's
-achieved GFLOP/s (nominal dense-layer count 6 N B (784 h + 10 h) per step, forward + backward) and the GFLOP/s
-of a large float32 matrix product (2 n^3 per product) measured in the same run.
+For one of the SPEC's models (``--model M1 | M3 | M5``, BN on, MNIST-shaped input) and N networks with
+learning rates logspace(-3, -1) (small enough that none diverges, so every network costs compute):
+  batched   ``bnlab.nn.train`` itself: N networks, batch 100, ``--steps`` SGD steps, logging at start and end
+  plain     (a) one torch.nn network trained the ordinary way (torch.optim.SGD), per step
+  func      (b) a torch.func ensemble of the same N networks: stack_module_state + functional_call + vmap
+  conv      (c) one large convolution's forward + backward, GFLOP/s (B 100, 64 -> 64 channels, 28x28, 5x5)
+Throughput is network-steps per second; GFLOP/s count the nominal 3 x forward FLOPs of the architecture
+(2 B prod(out) fan_in per conv/dense layer; BN, ReLU, pooling and the optimizer are not counted). Best of
+``--repeats`` timings after a warm-up. Data: real MNIST from ``../shared/data/mnist`` (or ``--data-dir``) when
+present, else random images of that shape (the timing does not depend on the pixels).
 
-    python benchmarks/nn_sweep.py [--device cuda] [--networks 40] [--steps 50] [--repeats 3] [--threads 1]
+    python benchmarks/nn_sweep.py --model M1 [--networks 8] [--steps 10] [--device cuda] [--threads 2]
+    python benchmarks/nn_sweep.py --model M5 --networks 40 --steps 50
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import datetime
+import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from bnlab.nn import Dataset, ModelSpec, NetConfig, batch_schedule, reference_module, train
+from bnlab.errors import BnlabError
+from bnlab.nn import Dataset, ModelSpec, NetConfig, batch_schedule, load_dataset, reference_module, train
+from bnlab.nn.models import architecture
+
+SHARED_MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
 
 
 def _sync(device: torch.device) -> None:
@@ -23,79 +40,171 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 10) -> float:
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    torch.mm(a, b)
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(reps):
-        torch.mm(a, b)
-    _sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+def _best(fn, repeats: int, device: torch.device) -> float:
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return min(times)
 
 
-def sequential(spec, data, configs, steps, batch, device) -> float:
-    """The same networks trained one after another with torch.nn and torch.optim.SGD on the same batches."""
+def forward_flops(spec: ModelSpec, input_shape, num_classes: int, batch: int) -> float:
+    """Nominal forward FLOPs of one network on one batch: 2 B (out elements) (fan-in) per conv and dense layer."""
+    flops, (h, w) = 0.0, tuple(input_shape)[-2:] if len(input_shape) == 3 else (1, 1)
+    for op in architecture(spec, input_shape, num_classes):
+        if op[0] == "conv":
+            flops += 2 * batch * h * w * op[2] * op[1] * op[3] ** 2
+        elif op[0] == "pool":
+            h, w = h // 2, w // 2
+        elif op[0] == "linear":
+            flops += 2 * batch * op[1] * op[2]
+    return flops
+
+
+def conv_gflops(device: torch.device, repeats: int, batch: int = 100, c: int = 64, hw: int = 28, k: int = 5) -> float:
+    """(c) One large 'same' convolution, forward + backward (input and weight gradients): 3 x 2 B H W C^2 k^2."""
+    x = torch.randn(batch, c, hw, hw, device=device, requires_grad=True)
+    w = torch.randn(c, c, k, k, device=device, requires_grad=True)
+
+    def once():
+        F.conv2d(x, w, padding=k // 2).sum().backward()
+
+    once()
+    return 3 * 2 * batch * hw * hw * c * c * k * k / _best(once, repeats, device) / 1e9
+
+
+def plain(spec, data, steps, batch, device):
+    """(a) One torch.nn network with torch.optim.SGD on the same batches: (run, steps per run)."""
     sched = batch_schedule(len(data.x_train), batch, steps, 0).to(device)
-    refs = [reference_module(spec, data.input_shape, data.num_classes, c.seed).to(device) for c in configs]
-    _sync(device)
-    t = time.perf_counter()
-    for ref, cfg in zip(refs, configs, strict=True):
-        opt = torch.optim.SGD(ref.parameters(), lr=cfg.lr)
+    ref = reference_module(spec, data.input_shape, data.num_classes, 0).to(device)
+    opt = torch.optim.SGD(ref.parameters(), lr=0.01)
+
+    def run():
         for s in range(steps):
-            loss = torch.nn.functional.cross_entropy(ref(data.x_train[sched[s]]), data.y_train[sched[s]])
+            loss = F.cross_entropy(ref(data.x_train[sched[s]]), data.y_train[sched[s]])
             opt.zero_grad()
             loss.backward()
             opt.step()
-    _sync(device)
-    return time.perf_counter() - t
+
+    run()
+    return run, steps
 
 
-def batched(spec, data, configs, steps, batch, device) -> float:
-    """``bnlab.nn.train`` itself, logging only at the start and the end (test metrics on 100 examples)."""
-    _sync(device)
-    t = time.perf_counter()
-    train(spec, data, configs, steps=steps, batch_size=batch, log_every=steps, test_size=100, device=device)
-    _sync(device)
-    return time.perf_counter() - t
+def func_ensemble(spec, data, configs, steps, batch, device):
+    """(b) A torch.func ensemble: vmap of functional_call over stacked parameters and BN buffers (the input batch
+    shared), summed loss, one backward, SGD with one learning rate per network: (run, network-steps per run)."""
+    from torch.func import functional_call, stack_module_state
+
+    refs = [reference_module(spec, data.input_shape, data.num_classes, c.seed).to(device) for c in configs]
+    params, buffers = stack_module_state(refs)
+    base = copy.deepcopy(refs[0]).to("meta")
+    lrs = torch.tensor([c.lr for c in configs], device=device)
+    sched = batch_schedule(len(data.x_train), batch, steps, 0).to(device)
+
+    def loss_one(p, b, x, y):
+        return F.cross_entropy(functional_call(base, (p, b), (x,)), y)
+
+    vloss = torch.vmap(loss_one, in_dims=(0, 0, None, None), randomness="different")
+
+    def run():
+        for s in range(steps):
+            losses = vloss(params, buffers, data.x_train[sched[s]], data.y_train[sched[s]])
+            grads = torch.autograd.grad(losses.sum(), list(params.values()))
+            with torch.no_grad():
+                for p, g in zip(params.values(), grads, strict=True):
+                    p.sub_(lrs.view(-1, *([1] * (p.dim() - 1))) * g)
+
+    run()
+    return run, steps * len(configs)
+
+
+def batched(spec, data, configs, steps, batch, device, group_size=None):
+    """``bnlab.nn.train`` itself, initialisation included, test metrics on 100 examples at the start and the end:
+    (run, network-steps per run)."""
+
+    def run():
+        train(
+            spec,
+            data,
+            configs,
+            steps=steps,
+            batch_size=batch,
+            log_every=steps,
+            test_size=100,
+            device=device,
+            group_size=group_size,
+        )
+
+    train(spec, data, configs, steps=2, batch_size=batch, log_every=2, test_size=100, device=device)
+    return run, steps * len(configs)
+
+
+def interleaved_best(runs: dict, repeats: int, device: torch.device) -> dict:
+    """Seconds per unit of each (run, units): the best of ``repeats``, the runs taking turns so that a machine
+    busy with other jobs slows them alike."""
+    best = {name: float("inf") for name in runs}
+    for _ in range(repeats):
+        for name, (run, units) in runs.items():
+            best[name] = min(best[name], _best(run, 1, device) / units)
+    return best
+
+
+def _data(args, device) -> tuple[Dataset, str]:
+    folder = Path(args.data_dir) if args.data_dir else SHARED_MNIST
+    try:
+        return load_dataset("mnist", folder, n_test=1000).to(device), f"MNIST from {folder.resolve()}"
+    except BnlabError:
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.randn(6000, 1, 28, 28, generator=g), torch.randint(0, 10, (6000,), generator=g)
+        return Dataset("random", x[:5000], y[:5000], x[5000:], y[5000:], 10).to(device), "random 1x28x28 images"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="M1", choices=["M1", "M3", "M5"])
+    ap.add_argument("--hidden", type=int, default=100, help="M5's width")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--networks", type=int, default=40)
-    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--networks", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batch", type=int, default=100)
-    ap.add_argument("--hidden", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3, help="best of this many timings of each")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    ap.add_argument("--group-size", type=int, default=None, help="networks per batched pass (default: auto)")
+    ap.add_argument("--data-dir", default=None, help="folder of the MNIST IDX files")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(5000, 784, generator=g)
-    y = torch.randint(0, 10, (5000,), generator=g)
-    data = Dataset("random", x[:4000], y[:4000], x[4000:], y[4000:], 10).to(device)
-    spec = ModelSpec("M5", bn=True, hidden=args.hidden)
-    configs = [NetConfig(lr=float(lr), seed=i) for i, lr in enumerate(np.logspace(-3, 3, args.networks))]
+    data, source = _data(args, device)
+    spec = ModelSpec(args.model, bn=True, hidden=args.hidden)
+    configs = [NetConfig(lr=float(lr), seed=i) for i, lr in enumerate(np.logspace(-3, -1, args.networks))]
+    flops = 3 * forward_flops(spec, data.input_shape, data.num_classes, args.batch)
 
-    batched(spec, data, configs, 3, args.batch, device)  # warm-up (allocator, kernels)
-    sequential(spec, data, configs[:2], 3, args.batch, device)
-    t_batched = min(batched(spec, data, configs, args.steps, args.batch, device) for _ in range(args.repeats))
-    t_seq = min(sequential(spec, data, configs, args.steps, args.batch, device) for _ in range(args.repeats))
-    mm = max(matmul_gflops(device) for _ in range(args.repeats))
-    h = args.hidden
-    flops = 6 * args.networks * args.batch * (784 * h + h * 10) * args.steps
-    rate = flops / t_batched / 1e9
-    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}")
-    print(f"{args.networks} networks x M5 (h={h}, BN), batch {args.batch}, {args.steps} steps")
-    print(f"sequential torch.nn : {t_seq:.3f} s")
-    print(f"batched bnlab.nn    : {t_batched:.3f} s")
-    print(f"speed-up            : {t_seq / t_batched:.2f}x")
-    print(f"batched GFLOP/s     : {rate:.1f} (nominal 6 N B (784 h + 10 h) per step)")
-    print(f"matmul 2048 GFLOP/s : {mm:.1f}  -> batched at {100 * rate / mm:.0f}% of it")
+    runs = {
+        "batched": batched(spec, data, configs, args.steps, args.batch, device, args.group_size),
+        "plain": plain(spec, data, args.steps, args.batch, device),
+        "func": func_ensemble(spec, data, configs, args.steps, args.batch, device),
+    }
+    best = interleaved_best(runs, args.repeats, device)
+    t_b, t_a, t_f = best["batched"], best["plain"], best["func"]
+    g_c = conv_gflops(device, args.repeats)
+    g_b = flops / t_b / 1e9
+    label = f"{args.model}" + (f" (h={args.hidden})" if args.model == "M5" else "")
+    print(
+        f"{datetime.date.today()} {platform.machine()} torch {torch.__version__}, device {device}, "
+        f"threads {torch.get_num_threads()}; {source}"
+    )
+    print(
+        f"{args.networks} x {label} with BN, batch {args.batch}, {args.steps} steps, "
+        f"nominal {flops / 1e9:.2f} GFLOP per network-step"
+    )
+    print(f"batched bnlab.nn   : {1e3 * t_b:8.2f} ms / network-step  {g_b:7.1f} GFLOP/s")
+    print(f"(a) plain torch.nn : {1e3 * t_a:8.2f} ms / step          -> batched {t_a / t_b:.2f}x (target 1.5x)")
+    print(f"(b) torch.func vmap: {1e3 * t_f:8.2f} ms / network-step  -> batched {t_f / t_b:.2f}x (target 1.5x)")
+    print(f"(c) large conv     : {g_c:8.1f} GFLOP/s fwd+bwd       -> batched at {100 * g_b / g_c:.0f}% (target 60%)")
 
 
 if __name__ == "__main__":

@@ -130,6 +130,26 @@ def test_reproduce_checks_datasets_before_running_anything(capsys, tmp_path, mon
     assert not (tmp_path / "out").exists()  # nothing ran
 
 
+def test_reproduce_families_writes_the_table_and_refuses_network_experiments(capsys, tmp_path, monkeypatch):
+    import pandas as pd
+
+    import bnlab.experiments.families as families
+
+    code, _, err = run_cli(capsys, "reproduce", "--families", "--only", "nn-lr", "--out", str(tmp_path))
+    assert code == 2 and "OLS experiments only" in err and "Traceback" not in err
+    seen = {}
+
+    def fake(out, profile, names, **kw):
+        seen.update(names=names, profile=profile)
+        row = {"experiment": "rate", "spectrum": "spiked", "family": "d=10, spiked rho=0.5", "id": "rate.x"}
+        return pd.DataFrame([{**row, "holds": False, "claim": "c", "detail": "why"}])
+
+    monkeypatch.setattr(families, "run_families", fake)
+    code, out, _ = run_cli(capsys, "reproduce", "--families", "--only", "rate", "--out", str(tmp_path))
+    assert code == 0 and seen == {"names": ["rate"], "profile": "quick"} and "0 of 1 claims hold" in out
+    assert "spiked" in (tmp_path / "families.md").read_text() and (tmp_path / "families.csv").exists()
+
+
 # -- every bad input: one line, exit 2, nothing left behind ------------------------------------------------------
 
 

@@ -113,7 +113,7 @@ def execution_options(command):
 
 @cli.command()
 @click.argument("name")
-@click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
+@click.option("--profile", type=click.Choice(["quick", "paper", "mnist"]), default="quick", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field.")
 @click.option("--dry-run", is_flag=True, help="Say how many chunks would be computed and how many are stored.")
 @execution_options
@@ -142,6 +142,8 @@ def run(name, profile, overrides, dry_run, device, out, executor, workers, ray_a
             progress=not no_progress,
         )
     _print_claims(outcome.claims, outcome.experiment.name)
+    if outcome.experiment.row_note:
+        console.print(f"{outcome.experiment.row}: {outcome.experiment.row_note(outcome.claims)}", markup=False)
     state = "reused stored results" if outcome.reused else f"computed {len(outcome.store.computed)} chunk(s)"
     console.print(f"{state}: run {outcome.store.run_id} in {outcome.store.path}")
     for fig in outcome.figures:
@@ -152,8 +154,25 @@ def run(name, profile, overrides, dry_run, device, out, executor, workers, ray_a
 @cli.command()
 @click.option("--d", "d", type=int, default=10, show_default=True, help="Dimension.")
 @click.option("--kappa", type=float, default=100.0, show_default=True, help="Condition number.")
-@click.option("--spacing", type=click.Choice(["linear", "log"]), default="log", show_default=True)
+@click.option(
+    "--spectrum",
+    "--spacing",
+    "spectrum",
+    type=click.Choice(["linear", "log", "marchenko-pastur", "spiked"]),
+    default="log",
+    show_default=True,
+    help="Spectrum family (docs/problems.md).",
+)
+@click.option("--aspect", type=float, default=4.0, show_default=True, help="marchenko-pastur: n / d.")
+@click.option("--rho", type=float, default=0.5, show_default=True, help="spiked: correlation in a block.")
+@click.option("--spikes", type=int, default=1, show_default=True, help="spiked: number of blocks.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--u-law",
+    type=click.Choice(["gaussian", "rademacher", "student-t", "sparse"]),
+    default="gaussian",
+    show_default=True,
+)
 @click.option("--u-norm", type=click.Choice(["gaussian", "unit"]), default="gaussian", show_default=True)
 @click.option(
     "--matrix",
@@ -162,7 +181,7 @@ def run(name, profile, overrides, dry_run, device, out, executor, workers, ray_a
     help="A .npy file with H, or a .npz with H and g (and optionally c), instead of a spectrum.",
 )
 @click.option("--eps", type=float, multiple=True, help="Learning rates at which to print GD's rate.")
-def theory(d, kappa, spacing, seed, u_norm, matrix, eps) -> None:
+def theory(d, kappa, spectrum, aspect, rho, spikes, seed, u_law, u_norm, matrix, eps) -> None:
     """Print a problem's closed-form quantities: thresholds, kappa, kappa*, optimal rates."""
     from bnlab.ols import Problem
     from bnlab.ols import theory as th
@@ -170,7 +189,8 @@ def theory(d, kappa, spacing, seed, u_norm, matrix, eps) -> None:
     if matrix:
         problem = _load_problem(Path(matrix))
     else:
-        problem = Problem.from_spectrum(d, kappa, spacing, seed=seed, u_norm=u_norm)
+        family = {"aspect": aspect, "rho": rho, "spikes": spikes, "u_law": u_law, "u_norm": u_norm}
+        problem = Problem.from_spectrum(d, kappa, spectrum, seed=seed, **family)
     summary = th.summarise(problem)
     table = Table("quantity", "value", title=repr(problem), box=None)
     for key, value in vars(summary).items():
@@ -220,10 +240,23 @@ def _load_arrays(path: Path) -> np.ndarray | dict[str, np.ndarray]:
 
 
 @cli.command()
-@click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
+@click.option("--profile", type=click.Choice(["quick", "paper", "mnist"]), default="quick", show_default=True)
 @click.option("--only", "only", multiple=True, metavar="NAME", help="Run only this experiment (repeatable).")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="[NAME.]KEY=VALUE",
+    help="Override KEY in every experiment that has it, or only in NAME (e.g. nn-lr.steps=300).",
+)
+@click.option(
+    "--families",
+    is_flag=True,
+    help="Run every OLS experiment (or --only some) over the family matrix of docs/problems.md instead, and write "
+    "OUT/families.csv and OUT/families.md (the claims that do not hold, each with its family).",
+)
 @execution_options
-def reproduce(profile, only, device, out, executor, workers, ray_address, no_progress) -> None:
+def reproduce(profile, only, overrides, families, device, out, executor, workers, ray_address, no_progress) -> None:
     """Run every experiment (or --only some) and write OUT/report.html and OUT/summary.json.
 
     Exits 0 whether or not every claim holds: a claim that does not hold is a measurement, listed at the end.
@@ -232,22 +265,77 @@ def reproduce(profile, only, device, out, executor, workers, ray_address, no_pro
     from bnlab.report import build_report
     from bnlab.sweep import make_executor
 
+    if families:
+        if overrides:
+            raise BnlabError("--set does not apply with --families: the family matrix fixes the problem fields")
+        _reproduce_families(profile, only, out, make_executor(executor, ray_address, workers), device, not no_progress)
+        return
     names = list(dict.fromkeys(only)) if only else list(REGISTRY)
-    for name in names:  # unknown names, invalid configs and missing data fail before anything runs
-        _check_runnable(name, get(name).resolve(profile))
+    for name in names:
+        get(name)  # unknown names fail first
+    per_experiment = _route_overrides(overrides, names)
+    for name in names:  # invalid configs and missing data fail before anything runs
+        _check_runnable(name, get(name).resolve(profile, per_experiment[name]))
     runner = make_executor(executor, ray_address, workers)
     outcomes = []
     with _tidy_on_failure(out):
         for name in names:
             console.print(f"[bold]{name}[/] ({profile})")
             outcome = run_experiment(
-                name, out, profile=profile, device=device, executor=runner, progress=not no_progress
+                name,
+                out,
+                profile=profile,
+                overrides=per_experiment[name],
+                device=device,
+                executor=runner,
+                progress=not no_progress,
             )
             console.print(f"  {'reused' if outcome.reused else 'computed'}: run {outcome.store.run_id}")
             outcomes.append(outcome)
     html_path, json_path = build_report(out, outcomes, profile)
     _print_verdicts(outcomes)
     console.print(f"report: {html_path}\nsummary: {json_path}")
+
+
+def _route_overrides(items, names: list[str]) -> dict[str, list[str]]:
+    """``key=value`` goes to every experiment among ``names`` whose config has ``key`` (at least one must);
+    ``name.key=value`` to experiment ``name`` only (which must be among ``names``)."""
+    from bnlab.experiments import get
+
+    routed: dict[str, list[str]] = {name: [] for name in names}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BnlabError(f"--set {item!r} is not of the form [NAME.]KEY=VALUE")
+        scope, dot, field = key.strip().rpartition(".")
+        if dot:
+            get(scope)  # an unknown experiment name: one line listing the known ones
+            if scope not in routed:
+                raise BnlabError(f"--set {item!r}: {scope} is not among the experiments being run")
+            routed[scope].append(f"{field}={value}")
+            continue
+        takers = [name for name in names if field in get(name).config.model_fields]
+        if not takers:
+            raise BnlabError(f"--set {item!r}: no experiment being run has a key {field!r}")
+        for name in takers:
+            routed[name].append(f"{field}={value}")
+    return routed
+
+
+def _reproduce_families(profile, only, out, runner, device, progress) -> None:
+    from bnlab.experiments import get
+    from bnlab.experiments.families import OLS_EXPERIMENTS, families_markdown, run_families
+
+    names = list(dict.fromkeys(only)) if only else list(OLS_EXPERIMENTS)
+    for name in names:
+        if name not in OLS_EXPERIMENTS:
+            get(name)  # an unknown name says so
+            raise BnlabError(f"--families runs the OLS experiments only ({', '.join(OLS_EXPERIMENTS)}), not {name}")
+    table = run_families(Path(out), profile, names, device=device, executor=runner, progress=progress)
+    table.to_csv(Path(out) / "families.csv", index=False)
+    (Path(out) / "families.md").write_text(families_markdown(table))
+    console.print(f"{int(table.holds.sum())} of {len(table)} claims hold over the family matrix")
+    console.print(f"table: {Path(out) / 'families.csv'}\nfailing claims by family: {Path(out) / 'families.md'}")
 
 
 def _check_runnable(name: str, config) -> None:
@@ -348,19 +436,43 @@ def data() -> None:
 @data.command("list")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Default: $BNLAB_DATA_DIR.")
 def data_list(data_dir) -> None:
-    """Show every dataset and whether it is available here."""
+    """Show every dataset, whether it is available here, and files that look like it but are not accepted."""
     from bnlab.nn import DATASETS, default_data_dir
-    from bnlab.nn.data import EMBEDDED, missing_files
+    from bnlab.nn.data import EMBEDDED, dataset_folder, missing_files, near_miss_files
 
     folder = Path(data_dir).expanduser() if data_dir else default_data_dir()
     table = Table("dataset", "source", "available", box=None, title=f"data folder: {folder}")
+    hints = []
     for name in DATASETS:
         if name in EMBEDDED:
             table.add_row(name, "embedded (generated locally)", "yes")
-        else:
-            present = not missing_files(name, folder)
-            table.add_row(name, f"{folder / name}", "yes" if present else f"no: bnlab data fetch {name}")
+            continue
+        missing = missing_files(name, folder)
+        table.add_row(name, str(dataset_folder(name, folder)), "yes" if not missing else f"no: {missing[0].name}")
+        if missing:
+            hints.append(f"to get {name}: bnlab data add {name} FOLDER, or bnlab data fetch {name}")
+        hints += [f"{name}: found {p} but it is not an accepted name or form" for p in near_miss_files(name, folder)]
     console.print(table)
+    for line in hints:  # plain lines: a path must not be wrapped
+        click.echo(line)
+
+
+@data.command("add")
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Default: $BNLAB_DATA_DIR.")
+def data_add(name, path, data_dir) -> None:
+    """Check your copy of NAME at PATH (structure, counts, labels, published MD5) and copy it into the data folder.
+
+    PATH: the folder with the four IDX files (mnist, fashion_mnist; official or dotted names, raw or .gz), or for
+    cifar10 the official cifar-10-python.tar.gz or its extracted batches.
+    """
+    from bnlab.nn.fetch import add
+
+    folder, notes = add(name, path, data_dir)
+    for note in notes:
+        console.print(f"note: {note}")
+    console.print(f"{name}: checked and copied to {folder}")
 
 
 @data.command("fetch")

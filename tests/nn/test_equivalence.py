@@ -2,6 +2,7 @@
 
 import copy
 
+import pandas as pd
 import pytest
 import torch
 
@@ -92,38 +93,56 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("dtype", "rtol"), [(torch.float64, 1e-9), (torch.float32, 1e-4)])
+def _rel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Largest relative difference over networks, per step."""
+    return ((a - b).abs() / b.abs()).max(1).values
+
+
 @pytest.mark.parametrize(("kind", "bn", "shape"), CASES)
-def test_batched_sgd_matches_torch_nn(kind, bn, shape, dtype, rtol):
+def test_batched_sgd_matches_torch_nn_float64(kind, bn, shape):
+    spec = ModelSpec(kind, bn=bn, hidden=16)
+    lrs = [0.02, 0.05, 0.1] if bn else [0.01, 0.02, 0.05]
+    configs = [NetConfig(lr=lr, seed=10 + i) for i, lr in enumerate(lrs[1:] if kind in ("M1", "M3") else lrs)]
+    batched, ref, out_b, out_r, res = _run_both(spec, _data(shape), configs, torch.float64)
+    assert not res.networks.diverged.any()
+    err = _rel(batched, ref).max().item()
+    print(f"{kind} bn={bn} {shape}: max relative loss error {err:.2e}")
+    assert err < 1e-9
+    # Eval mode (running statistics) after training gives the same outputs.
+    assert (out_b - out_r).abs().max().item() < 1e-8 * max(out_r.abs().max().item(), 1.0)
+
+
+# Float32 allowance: the median network's batched float32 run may stray from the exact (float64) trajectory at most
+# DRIFT_FACTOR times as far as the median network's torch.nn float32 run does, plus FLOOR (a few float32 ulps).
+DRIFT_FACTOR, FLOOR = 10.0, 1e-5
+
+
+@pytest.mark.parametrize(("kind", "bn", "shape"), CASES)
+def test_batched_float32_is_as_faithful_as_torch_nn_float32(kind, bn, shape):
+    """Float32 is judged against float64, not against another float32 run. Max pooling and ReLU switch branches at
+    near-ties, so float32 round-off can move a CNN with BN onto a neighbouring trajectory: measured here, some
+    networks of either implementation hop (relative loss error 1e-4..1e-2 within 50 steps), which ones depends on
+    the seed and on summation order, and two float32 implementations then part. So each implementation's
+    fidelity is the median over 8 networks of its largest error against float64: hops of a minority leave the
+    median at round-off, while a real defect (a wrong rate, mixed-up networks, a BN statistic over the wrong
+    axis) moves every network by O(1e-3) or more within a few steps."""
     spec = ModelSpec(kind, bn=bn, hidden=16)
     cnn = kind in ("M1", "M3")
-    lrs = [0.02, 0.05, 0.1] if bn else [0.01, 0.02, 0.05]
-    if cnn:
-        lrs = [0.005, 0.01] if dtype == torch.float32 else lrs[1:]
+    lrs = [0.005, 0.01] * (4 if bn else 1) if cnn else ([0.02, 0.05, 0.1] if bn else [0.01, 0.02, 0.05])
     configs = [NetConfig(lr=lr, seed=10 + i) for i, lr in enumerate(lrs)]
     data = _data(shape)
-    batched, ref, out_b, out_r, res = _run_both(spec, data, configs, dtype)
+    b32, r32, *_, res = _run_both(spec, data, configs, torch.float32)
+    _, r64, *_ = _run_both(spec, data, configs, torch.float64)
     assert not res.networks.diverged.any()
-    rel = ((batched - ref).abs() / ref.abs()).max(1).values
-    horizon = STEPS
-    if cnn and dtype == torch.float32:
-        # Max pooling and ReLU switch branches at near-ties, so float32 round-off can make a CNN trajectory hop
-        # onto a neighbouring one: torch.nn's own float32 M1+BN run departs from its float64 run by 1e-3..1e-2
-        # within 50 steps (measured), while in float64 batched and torch.nn agree to ~1e-15. So the float32 check
-        # covers the steps where torch.nn float32 itself still follows the float64 trajectory to rtol.
-        _, ref64, *_ = _run_both(spec, data, configs, torch.float64)
-        faithful = (((ref - ref64).abs() / ref64.abs()).max(1).values < rtol).int().cumprod(0)
-        horizon = int(faithful.sum())
-        assert horizon >= 5
-    err = rel[:horizon].max().item()
-    print(
-        f"{kind} bn={bn} {shape} {dtype}: max relative loss error, {horizon} steps {err:.2e}, "
-        f"{STEPS} steps {rel.max().item():.2e}"
-    )
-    assert err < rtol
-    if horizon == STEPS:  # eval mode (running statistics) after training gives the same outputs
-        scale = max(out_r.abs().max().item(), 1.0)
-        assert (out_b - out_r).abs().max().item() < rtol * 10 * scale
+    err_b = ((b32 - r64).abs() / r64.abs()).max(0).values  # per network, over steps
+    err_r = ((r32 - r64).abs() / r64.abs()).max(0).values
+    med_b, med_r = err_b.median().item(), err_r.median().item()
+    print(f"{kind} bn={bn} {shape}: median error batched {med_b:.2e}, torch.nn {med_r:.2e}; per network")
+    print("  batched ", " ".join(f"{e:.0e}" for e in err_b.tolist()))
+    print("  torch.nn", " ".join(f"{e:.0e}" for e in err_r.tolist()))
+    assert med_b <= DRIFT_FACTOR * med_r + FLOOR
+    # Not vacuous: the first loss (a forward pass from the same weights) is within a few ulps of float64.
+    assert ((b32[0] - r64[0]).abs() / r64[0].abs()).max().item() < 1e-6
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -172,3 +191,28 @@ def test_export_roundtrip_and_seeded_init():
     assert torch.allclose(scaled.layers[0].weight, 0.1 * one.layers[0].weight)
     assert torch.equal(scaled.layers[0].bias, one.layers[0].bias)
     assert torch.all(scaled.layers[1].weight == 0.5)
+
+
+def test_groups_and_dropped_networks_change_nothing():
+    """Running the networks one group after another, and dropping diverged ones from the batch, gives the numbers
+    of one stacked pass (float64), for SGD and Adam networks alike, BN statistics and Adam moments included."""
+    spec = ModelSpec("M3", bn=True)
+    data = _data((1, 8, 8))
+    configs = [
+        NetConfig(lr=0.05, seed=0),
+        NetConfig(lr=1e7, seed=1),  # diverges within a few steps and is dropped
+        NetConfig(lr=1e-3, optimizer="adam", seed=2),
+        NetConfig(lr=0.1, bn_lr=0.01, seed=3),
+        NetConfig(lr=3e5, optimizer="adam", seed=4),
+    ]
+    kw = dict(steps=12, batch_size=BATCH, log_every=3, dtype=torch.float64, test_size=None)
+    runs = {g: train(spec, data, configs, group_size=g, **kw) for g in (1, 2, 5)}
+    assert runs[5].networks.diverged.tolist() == [False, True, False, False, True]
+    for g in (1, 2):
+        a, b = runs[g].history, runs[5].history
+        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-10, atol=1e-12)
+        # Final states of the surviving networks (the diverged ones froze after one step at rate 1e7 / 3e5, which
+        # magnifies round-off; Adam magnifies the round-off gradient of conv biases feeding BN, zero in exact math).
+        live = torch.tensor([0, 2, 3])
+        for x, y in zip(runs[g].model.state_dict().values(), runs[5].model.state_dict().values(), strict=True):
+            assert torch.allclose(x[live], y[live], rtol=1e-8, atol=1e-10)

@@ -5,7 +5,7 @@ import pytest
 
 from bnlab import BnlabError
 from bnlab.experiments import get, run_experiment
-from bnlab.experiments.nn_common import windows
+from bnlab.experiments.nn_common import seed_widths, seed_windows, windows
 from bnlab.experiments.nn_sweeps import curve_shift_decades
 
 TINY = {"hidden": 32, "num_lr": 13, "seeds": 1, "steps": 150, "log_every": 50, "n_test": 500}
@@ -18,8 +18,10 @@ def test_lr_sweep_bn_window_is_wider_and_plain_network_diverges(tmp_path):
     final = out.store.read_table("final")
     assert len(final) == 2 * 13 and set(final.step) == {150}
     table = windows(final, ["bn"]).set_index("bn")
-    assert bn_window.holds and bn_window.measured == pytest.approx(table.loc[True, "window_0.05"])
-    assert bn_window.predicted == pytest.approx(table.loc[False, "window_0.05"]) and bn_window.relation == ">"
+    # One seed: the per-seed difference is the difference of the (one-seed) curves' windows, a zero-width interval.
+    gap = table.loc[True, "window_0.05"] - table.loc[False, "window_0.05"]
+    assert bn_window.holds and bn_window.measured == pytest.approx(gap) and bn_window.relation == ">"
+    assert bn_window.predicted == 0.0 and bn_window.ci_low == bn_window.ci_high == pytest.approx(gap)
     assert table.loc[True, "window_0.05"] > table.loc[False, "window_0.05"] + 0.1
     top = final[final.lr >= 10]
     assert top[~top.bn].diverged.all() and not top[top.bn].diverged.any()
@@ -70,3 +72,61 @@ def test_bad_configs_and_missing_data_are_clear(tmp_path):
             overrides={**TINY, "dataset": "mnist", "data_dir": str(tmp_path / "none")},
             progress=False,
         )
+
+
+def _final(widths_bn, widths_plain):
+    """A final table whose seed s has accuracy 0.9 on the first ``width`` rates of a 1-decade grid, else 0.1."""
+    import pandas as pd
+
+    lrs = np.logspace(-3, 3, 7)
+    rows = []
+    for bn, widths in ((True, widths_bn), (False, widths_plain)):
+        for seed, w in enumerate(widths):
+            for i, lr in enumerate(lrs):
+                rows.append({"bn": bn, "seed": seed, "lr": lr, "test_acc": 0.9 if i <= w else 0.1, "diverged": False})
+    return pd.DataFrame(rows)
+
+
+def test_windows_per_seed_and_the_verdict_needs_the_interval_above_zero():
+    from bnlab.experiments.nn_sweeps import _bn_vs_plain_claims
+
+    cfg = get("nn-lr").resolve("quick", {"seeds": 4, "tol": 0.05})
+    sure = _final([4, 4, 5, 4], [2, 2, 2, 3])
+    # Each seed's window runs over its good rates (1 decade apart) plus the interpolated edges into the bad ones.
+    per = seed_windows(sure, ["bn"], 0.05).set_index(["bn", "seed"]).width
+    assert per[True, 0] > per[False, 0] and seed_widths(sure, 0.05, bn=True).shape == (4,)
+    claim = _bn_vs_plain_claims(cfg, sure, "nn-lr.bn-wider-window", "toy")[0]
+    assert claim.holds and claim.ci_low > 0 and claim.measured == pytest.approx(np.mean(per[True] - per[False]))
+    # One seed where BN is narrower: the mean is still positive, but the interval reaches below zero.
+    unsure = _final([4, 4, 5, 1], [2, 2, 2, 3])
+    claim = _bn_vs_plain_claims(cfg, unsure, "nn-lr.bn-wider-window", "toy")[0]
+    assert claim.measured > 0 and claim.ci_low < 0 and not claim.holds
+
+
+def test_mnist_profile_runs_every_network_experiment_on_mnist():
+    from bnlab.experiments import REGISTRY
+
+    sweeps = ("nn-lr", "nn-bn-lr", "nn-weight-scale", "nn-width", "nn-gamma-init", "nn-optimizer")
+    assert set(sweeps) <= set(REGISTRY)
+    for name in sweeps:
+        cfg = get(name).resolve("mnist")
+        assert cfg.dataset == "mnist" and cfg.lr_min <= 1e-3 and cfg.seeds >= 2, name
+        if cfg.model in ("M2", "M5") and name != "nn-width":  # the MLPs at the paper's grid
+            assert (cfg.num_lr, cfg.seeds, cfg.steps, cfg.log_every) == (get(name).resolve("paper").num_lr, 5, 600, 10)
+
+
+def test_bn_parameter_figure_draws_the_plain_baseline_once(monkeypatch):
+    """The no-BN networks report bn_lr = lr; they are one series 'no BN', not one series per rate."""
+    import pandas as pd
+
+    from bnlab.experiments import nn_common
+
+    final = _final([4, 4], [2, 2]).assign(test_loss=1.0)
+    bn, plain = final[final.bn], final[~final.bn].assign(bn_lr=lambda f: f.lr)
+    final = pd.concat([bn.assign(bn_lr=1.0), bn.assign(bn_lr=0.1), plain], ignore_index=True)
+    figures = []
+    monkeypatch.setattr(nn_common, "save", lambda fig, folder, name: figures.append(fig) or [])
+    nn_common.plot_curves(final, None, "f", "M1 on mnist", hue="bn_lr", hue_label="bn_lr", tol=0.05, plain_once=True)
+    labels = [t.get_text() for t in figures[0].axes[0].get_legend().get_texts()]
+    assert labels == ["no BN", "BN, bn_lr=0.1", "BN, bn_lr=1"]
+    assert len(figures[0].axes[0].patches) >= 3  # a shaded window per series

@@ -3,6 +3,7 @@ import pytest
 
 from bnlab import BnlabError
 from bnlab.ols import Problem, initial_weights
+from bnlab.ols.problem import draw_vector
 
 
 def test_from_spectrum_has_requested_spectrum_and_optimum():
@@ -77,3 +78,73 @@ def test_initial_weights_are_reproducible_per_seed():
     both = initial_weights(7, [4, 9])
     np.testing.assert_array_equal(both[1], initial_weights(7, 9)[0])
     assert np.linalg.norm(initial_weights(7, [1, 2], "unit"), axis=1) == pytest.approx([1.0, 1.0])
+
+
+# -- problem families -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("rotate", [True, False])
+def test_marchenko_pastur_moments_match_the_wishart_law(rotate):
+    """Centred X (n x d): X^T X is Wishart with m = n - 1 degrees of freedom, so mean(lambda) = m / n and
+    mean(lambda^2) = m (m + d + 1) / n^2 (E tr W^2 = m d (m + d + 1)); both constructions draw from that law."""
+    d, aspect = 200, 3.0
+    n, m = 600, 599
+    draws = [
+        Problem.from_spectrum(d, spectrum="marchenko-pastur", aspect=aspect, seed=s, rotate=rotate) for s in range(4)
+    ]
+    lam = np.concatenate([p.eigvals for p in draws])
+    assert np.mean(lam) == pytest.approx(m / n, rel=0.01)
+    assert np.mean(lam**2) == pytest.approx(m * (m + d + 1) / n**2, rel=0.02)
+    edge = 1 / np.sqrt(aspect)
+    assert lam.max() < (1 + edge) ** 2 * 1.05 and lam.min() > (1 - edge) ** 2 * 0.9
+    for p in draws:
+        np.testing.assert_allclose(np.linalg.eigvalsh(p.H)[::-1], p.eigvals, rtol=1e-10, atol=1e-12)
+
+
+def test_spiked_spectrum_is_block_equicorrelated_and_its_top_grows_with_d():
+    p = Problem.from_spectrum(9, spectrum="spiked", rho=0.25, spikes=3, seed=0)
+    block = 0.75 * np.eye(3) + 0.25
+    np.testing.assert_allclose(p.H, np.kron(np.eye(3), block), atol=1e-14)
+    np.testing.assert_allclose(p.eigvals, [1.5, 1.5, 1.5] + [0.75] * 6, rtol=1e-14)
+    np.testing.assert_allclose(p.H @ p.u, p.g, atol=1e-12)
+    tops = [Problem.from_spectrum(d, spectrum="spiked", rho=0.5, rotate=False).lambda_max for d in (10, 100, 1000)]
+    np.testing.assert_allclose(tops, [5.5, 50.5, 500.5])
+
+
+@pytest.mark.parametrize("law", ["gaussian", "rademacher", "student-t", "sparse"])
+def test_u_laws_have_unit_variance_coordinates_and_unit_option(law):
+    u = draw_vector(20000, "gaussian", np.random.default_rng(1), law=law, sparsity=0.05, dof=5.0)
+    assert np.mean(u**2) == pytest.approx(1.0, rel=0.05)  # ||u||^2 ~ d
+    if law == "rademacher":
+        np.testing.assert_allclose(np.abs(u), 1.0)
+    if law == "sparse":
+        assert np.count_nonzero(u) == 1000
+    if law == "student-t":
+        assert np.mean(u**4) > 5.0  # heavy tails: kurtosis 3 + 6 / (dof - 4) = 9, a Gaussian's is 3
+    unit = Problem.from_spectrum(50, 10.0, seed=1, u_law=law, u_norm="unit")
+    assert np.linalg.norm(unit.u) == pytest.approx(1.0)
+    assert unit.description.startswith("linear d=50") and law in unit.description
+
+
+def test_spacing_is_an_alias_of_spectrum():
+    a = Problem.from_spectrum(6, 10.0, spacing="log", seed=2)
+    b = Problem.from_spectrum(6, 10.0, "log", seed=2)
+    np.testing.assert_array_equal(a.H, b.H)
+    with pytest.raises(BnlabError, match="disagree"):
+        Problem.from_spectrum(6, 10.0, "log", spacing="linear")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"spectrum": "marchenko-pastur", "aspect": 1.0}, "aspect"),
+        ({"spectrum": "spiked", "rho": 1.0}, "rho"),
+        ({"spectrum": "spiked", "spikes": 11}, "spikes"),
+        ({"u_law": "cauchy"}, "u_law"),
+        ({"u_law": "sparse", "sparsity": 0.0}, "sparsity"),
+        ({"u_law": "student-t", "dof": 2.0}, "dof"),
+        ({"u_norm": "huge"}, "normalisation"),
+        ({"spectrum": "log", "kappa": float("nan")}, "kappa"),
+    ],
+)
+def test_invalid_family_fields_are_rejected_with_one_clear_error(kwargs, message):
+    with pytest.raises(BnlabError, match=message):
+        Problem.from_spectrum(10, **kwargs)

@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import bnlab.ols.theory as theory
+from bnlab import BnlabError
 from bnlab.ols import Problem, bngd, gd
 
 
@@ -117,3 +118,78 @@ def test_f4_gd_has_no_scaling_law():
     # 4x the step crosses 2/lambda_max = 0.2: the scaled run blows up while the base run converges.
     assert scaled.excess_loss[-1, 0] > 1e20 * scaled.excess_loss[0, 0]
     assert base.excess_loss[-1, 0] < 1e-5 * base.excess_loss[0, 0]
+
+
+# -- kappa* beyond the dense path: deflation ------------------------------------------------------------
+def test_secular_path_deflates_zero_coordinates_at_d_3000():
+    """Diagonal H with a sparse u: u has exact zeros in H's eigenbasis. Those eigenvalues of H stay eigenvalues
+    of H* and must leave the secular equation; the extremes and the whole spectrum match a dense solver."""
+    p = Problem.from_spectrum(3000, 100.0, "linear", seed=5, u_law="sparse", sparsity=0.01, rotate=False)
+    assert p.d > theory._DENSE_MAX_D and np.sum(p.u_eig == 0) >= 2900
+    assert p.u_eig[0] == 0  # lambda_max itself is a deflated eigenvalue: the case that returned a pole
+    lam, z = p.eigvals, p.eigvals * p.u_eig
+    dense = np.linalg.eigvalsh(np.diag(lam) - np.outer(z, z) / p.u_norm_H2)[::-1][:-1]
+    hi, lo = theory.effective_extremes(p)
+    assert hi == pytest.approx(dense[0], rel=1e-12)
+    assert lo == pytest.approx(dense[-1], rel=1e-10)
+    assert theory.kappa_star(p) == pytest.approx(dense[0] / dense[-1], rel=1e-10)
+    assert theory.bngd_stability_edge(p) == pytest.approx(2 / dense[0], rel=1e-12)
+    np.testing.assert_allclose(theory.effective_eigvals(p), dense, rtol=1e-10, atol=1e-12 * p.lambda_max)
+
+
+def test_secular_path_handles_repeated_eigenvalues(monkeypatch):
+    """Spiked spectra repeat 1 - rho d - spikes times: the repeats deflate to one pole with the summed weight."""
+    p = Problem.from_spectrum(40, spectrum="spiked", rho=0.4, spikes=3, seed=2)
+    dense = theory.effective_eigvals(p)
+    monkeypatch.setattr(theory, "_DENSE_MAX_D", 10)
+    np.testing.assert_allclose(theory.effective_eigvals(p), dense, rtol=1e-10)
+    assert theory.effective_extremes(p) == pytest.approx((dense[0], dense[-1]), rel=1e-10)
+
+
+# -- the window law: its algebra (the measured comparison is in test_window_law.py) -----------------------
+def test_window_law_edges_follow_the_effective_step_and_w0_only_shifts():
+    p = Problem.from_spectrum(50, 20.0, "log", seed=3)
+    w0 = np.random.default_rng(0).standard_normal(p.d)
+    law = theory.window_law(p, w0, 1.0, 10.0)
+    eh_opt = theory.bngd_optimal_eff_step(p)
+    # At eps_lo with w at w0 and a at a*, aligned (||w||_H = ||w|| a*/||u||): eps_hat = eps_hat_opt.
+    a_star, u_norm = np.sqrt(p.u_norm_H2), np.linalg.norm(p.u)
+    eh = theory.effective_step_size(law.eps_lo, a_star, np.linalg.norm(w0) * a_star / u_norm)
+    assert eh == pytest.approx(eh_opt, rel=1e-12)
+    # At eps_hi the first step's growth alone (F3) brings it down to eps_hat_opt.
+    w1 = bngd(p, law.eps_hi, 1, w0=w0, a0=1.0).w_final[0]
+    grown = np.sqrt(np.sum(w1**2) - np.sum(w0**2))  # eps * ||grad_w J(a0, w0)||
+    eh = theory.effective_step_size(law.eps_hi, a_star, grown * a_star / u_norm)
+    assert eh == pytest.approx(eh_opt, rel=1e-9)
+    # ||w0|| cancels from the width; the window moves by its square.
+    scaled = theory.window_law(p, 7.0 * w0, 1.0, 10.0)
+    assert scaled.width == pytest.approx(law.width, rel=1e-12)
+    assert scaled.lower / law.lower == pytest.approx(49.0, rel=1e-12)
+    # The flank factor tends to F from below as kappa* grows; with a batch of w0 the law is per run.
+    assert 9.0 < law.flank < 10.0
+    batch = theory.window_law(p, np.stack([w0, 2 * w0]), np.array([1.0, 3.0]), 10.0)
+    assert batch.width.shape == (2,) and batch.width[0] == pytest.approx(law.width)
+    # a0 multiplies the gradient: the upper end moves by 1/a0^2.
+    assert batch.upper[1] / batch.upper[0] == pytest.approx(4.0 / 9.0, rel=1e-12)
+
+
+def test_isotropic_width_approximates_the_law_in_high_dimension():
+    for spectrum in ("linear", "log", "marchenko-pastur"):
+        p = Problem.from_spectrum(3000, 10.0, spectrum, seed=1, rotate=False)  # secular path: fast
+        w0 = np.random.default_rng(99).standard_normal(p.d)  # not the problem's seed: u would be w0
+        law = theory.window_law(p, w0, 1.0, 10.0)
+        iso = theory.window_width_isotropic(p, 1.0, 10.0)
+        # Same formula up to the flank factor (log10 of ~1.09 per end at kappa* = 10) and O(d^-1/2) sampling.
+        assert float(law.width) == pytest.approx(iso + 2 * np.log10(law.flank / 10.0), abs=0.1)
+
+
+def test_window_law_rejects_bad_input_and_handles_a0_zero():
+    p = Problem.from_spectrum(5, 10.0, seed=0)
+    w0 = np.ones(5)
+    with pytest.raises(BnlabError, match="factor"):
+        theory.window_law(p, w0, 1.0, 1.0)
+    with pytest.raises(BnlabError, match="tol"):
+        theory.window_law(p, w0, 1.0, 10.0, tol=2.0)
+    # a0 = 0: w stays put for one step, then a_1 = w0^T g / ||w0||_H plays a0's part.
+    p0 = (w0 @ p.g) / np.sqrt(w0 @ p.H @ w0)
+    assert theory.window_law(p, w0, 0.0).upper == pytest.approx(theory.window_law(p, w0, p0).upper)

@@ -31,7 +31,7 @@ from bnlab.errors import BnlabError
 from bnlab.experiments.claims import Claim
 from bnlab.sweep import Executor, LocalExecutor, RunStore, run_chunks
 
-PROFILES = ("quick", "paper")
+PROFILES = ("quick", "paper", "mnist")  # mnist: the network experiments on real MNIST in minutes
 # Fields that say where or how fast a run computes, not what it computes: left out of the run identity.
 NOT_IDENTITY = frozenset({"device", "compile"})
 MAX_INT, MAX_SEEDS = 10**9, 10**4
@@ -129,6 +129,8 @@ class Experiment:
     run: Callable[[Any, RunContext], None]
     summarise: Callable[[Any, Tables], list[Claim]]
     plot: Callable[[Any, Tables, Path], list[Path]]
+    # Optional: the row's verdict in words, from this experiment's claims (where "reproduced" needs a "where").
+    row_note: Callable[[list[Claim]], str] | None = None
 
     @property
     def purpose(self) -> str:

@@ -122,7 +122,7 @@ def plot(cfg: ConvergenceConfig, tables: Tables, folder: Path) -> list[Path]:
     ax.axvline(threshold, color=THEORY_COLOUR, ls="--", lw=1, label=r"$2/\lambda_{max}$ (theory)")
     ax.set_xlabel("learning rate eps")
     ax.set_ylabel(f"loss gap after {cfg.steps} steps / initial")
-    ax.set_title(f"GD vs BNGD, d={cfg.d}, kappa={cfg.kappa:g} ({cfg.spacing})")
+    ax.set_title(f"GD vs BNGD, {cfg.family}")
     ax.legend(loc="lower right", fontsize=8)
     return save(fig, folder, "convergence")
 

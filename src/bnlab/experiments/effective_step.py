@@ -19,8 +19,8 @@ from pydantic import Field
 from bnlab.experiments.base import EpsGridConfig, Experiment, RunContext, SeedsConfig, Tables, register
 from bnlab.experiments.claims import Claim, below, close_to
 from bnlab.experiments.plotting import THEORY_COLOUR, new_figure, save, seed_band
-from bnlab.experiments.problems import CompiledConfig, SpectrumConfig
-from bnlab.ols import bngd, theory
+from bnlab.experiments.problems import CompiledConfig, SpectrumConfig, w0_seed
+from bnlab.ols import bngd, initial_weights, theory
 
 
 class EffectiveStepConfig(SpectrumConfig, CompiledConfig, EpsGridConfig, SeedsConfig):
@@ -32,14 +32,23 @@ class EffectiveStepConfig(SpectrumConfig, CompiledConfig, EpsGridConfig, SeedsCo
     record_every: int = Field(10, ge=1)
     eps_a: float = Field(1.0, gt=0)
     trace_eps: tuple[float, ...] = (0.01, 1.0, 100.0, 1e4)  # eps whose eps_hat_k is drawn over k
-    # Slope 1 is a limit statement: fit over runs with eps <= small_eps_max whose gap fell below converged_gap
-    # (an unconverged run's a_k, ||w_k||_H are not yet at their limit). Slope -1 is asymptotic in eps.
-    small_eps_max: float = Field(4e-3, gt=0)
+    # The three regimes are placed per run by the window law (theory.window_law, with the run's own w0 and a0):
+    # slope 1 below eps_lo / band (w barely grows), slope -1 above huge x eps_hi (the first step sets
+    # ||w||^2 ~ eps^2 G^2, the later ones add ~ eps K, so the local slope is -1 / (1 + K / (eps G^2)): within
+    # slope_tolerance of -1 once eps >= K / (G^2 slope_tolerance); K / G^2 measured up to ~100 eps_hi on the four
+    # families at d = 10, hence huge = 2000), the plateau between eps_lo * margin and eps_hi / margin
+    # (times edge / eps_hat_opt), where eps_hat would exceed the edge unless w grew.
+    # Slope 1 is a limit statement: only runs whose gap fell below converged_gap count (an unconverged run's
+    # a_k, ||w_k||_H are not yet at their limit).
+    band: float = Field(10.0, gt=1)  # factor below eps_lo for slope 1
+    huge: float = Field(2000.0, gt=1)  # factor above eps_hi for slope -1
+    margin: float = Field(3.0, ge=1)  # factor inward from the law's ends for the plateau
     converged_gap: float = Field(1e-4, gt=0)
-    large_eps_min: float = Field(1e5, gt=0)
-    plateau: tuple[float, float] = (0.1, 10.0)  # eps range of the plateau claim
     slope_tolerance: float = Field(0.05, gt=0)
-    plateau_band: float = Field(0.05, gt=0)  # plateau within this fraction below the edge
+    # Where the plateau lies depends on the family (docs/problems.md): its median eps_hat_inf / edge is 0.99 on log
+    # spectra, 0.4-0.95 and ragged on linear ones (one last burst of growth, when eps_hat overshoots the edge, can
+    # leave it well below; lowest with a sparse u). What holds everywhere: it lies under the edge. The claim checks
+    # that (the upper quartile at most 1) and reports the quartiles.
 
 
 def _chunk(cfg: EffectiveStepConfig, seed: int) -> pd.DataFrame:
@@ -54,8 +63,16 @@ def _chunk(cfg: EffectiveStepConfig, seed: int) -> pd.DataFrame:
             "rel_gap": (traj.excess_loss / traj.excess_loss[0]).ravel(),
         }
     )
+    # At a finite budget eps_hat can still be moving (and sit above the edge): settled = unchanged over the last
+    # tenth of the run, the premise of every "limit" statement below.
+    late = traj.eff_step[int(0.9 * (len(traj.steps) - 1))]
+    frame["settled"] = np.tile(np.abs(traj.eff_step[-1] / late - 1) < 1e-3, len(traj.steps))
     frame = frame[frame.eps.isin(cfg.trace_eps) | (frame.step == traj.steps[-1])]
     frame["edge"] = theory.bngd_stability_edge(problem)
+    law = theory.window_law(problem, initial_weights(problem.d, [w0_seed(seed)], cfg.w0_norm)[0], cfg.a0)
+    frame["eps_lo"], frame["eps_hi"] = float(law.eps_lo), float(law.eps_hi)
+    # eps_lo, eps_hi are where eps_hat_inf = eps_hat_opt; it reaches the edge a factor edge/eps_hat_opt further in.
+    frame["edge_over_opt"] = theory.bngd_stability_edge(problem) / theory.bngd_optimal_eff_step(problem)
     frame["diverged"] = np.tile(traj.diverged, len(traj.steps))[frame.index]
     return frame.reset_index(drop=True)
 
@@ -65,6 +82,14 @@ def run(cfg: EffectiveStepConfig, ctx: RunContext) -> None:
     final = steps[steps.step == steps.step.max()].reset_index(drop=True)
     ctx.store.write_table("final", final)
     ctx.store.write_table("traces", steps[steps.eps.isin(cfg.trace_eps)].reset_index(drop=True))
+
+
+def _regimes(cfg: EffectiveStepConfig, final: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """``(small, large, plateau)`` runs, placed by the window law (see the config)."""
+    small = final[(final.eps <= final.eps_lo / cfg.band) & (final.rel_gap <= cfg.converged_gap)]
+    large = final[final.eps >= final.eps_hi * cfg.huge]
+    inner = cfg.margin * final.edge_over_opt
+    return small, large, final[(final.eps >= final.eps_lo * inner) & (final.eps <= final.eps_hi / inner)]
 
 
 def _slope(frame: pd.DataFrame) -> float:
@@ -77,14 +102,9 @@ def _slope(frame: pd.DataFrame) -> float:
 
 def summarise(cfg: EffectiveStepConfig, tables: Tables) -> list[Claim]:
     final = tables["final"]
-    small = final[(final.eps <= cfg.small_eps_max) & (final.rel_gap <= cfg.converged_gap)]
-    large = final[final.eps >= cfg.large_eps_min]
+    small, large, _ = _regimes(cfg, final)
     slope_small, slope_large = _slope(small), _slope(large)
-    plateau = final[(final.eps >= cfg.plateau[0]) & (final.eps <= cfg.plateau[1])]
-    ratio = plateau.eff_step / plateau.edge
     edge0 = final[final.seed == final.seed.min()].edge.iloc[0]
-    plat0 = plateau[plateau.seed == plateau.seed.min()]
-    ratio_all = final.eff_step / final.edge
     slopes = [
         close_to(
             id=f"effective-step.{id}",
@@ -99,7 +119,7 @@ def summarise(cfg: EffectiveStepConfig, tables: Tables) -> list[Claim]:
             (
                 "small-eps-slope",
                 "Small eps: eps_hat_inf proportional to eps (F6)",
-                f"converged runs with eps <= {cfg.small_eps_max:g}",
+                f"converged runs with eps <= eps_lo / {cfg.band:g} (window law)",
                 1.0,
                 slope_small,
                 len(small),
@@ -107,34 +127,44 @@ def summarise(cfg: EffectiveStepConfig, tables: Tables) -> list[Claim]:
             (
                 "huge-eps-slope",
                 "Huge eps: eps_hat_inf ~ 1/eps (F7)",
-                f"eps >= {cfg.large_eps_min:g}",
+                f"eps >= {cfg.huge:g} eps_hi (window law)",
                 -1.0,
                 slope_large,
                 len(large),
             ),
         )
     ]
+    settled = final[final.settled]
+    ratio = settled.eff_step / settled.edge
+    mid = ratio[_regimes(cfg, settled)[2].index]
+    q1, q2, q3 = (float(np.quantile(mid, q)) if len(mid) else float("nan") for q in (0.25, 0.5, 0.75))
+    moving = final[~final.settled]
+    above = int((moving.eff_step > moving.edge).sum())
     return [
         *slopes,
-        close_to(
+        Claim(
             id="effective-step.plateau-under-edge",
-            claim="In between, eps_hat_inf settles just under the stability edge 2/lambda*_max (F7)",
-            quantity=f"median eps_hat_inf for eps in [{cfg.plateau[0]:g}, {cfg.plateau[1]:g}] (seed 0)",
-            predicted=edge0,
-            measured=plat0.eff_step.median(),
-            rtol=cfg.plateau_band,
-            also=bool((ratio <= 1 + 1e-6).all() and 1 - cfg.plateau_band <= ratio.median() <= 1),
-            detail=f"eps_hat_inf / edge over {len(ratio)} runs and {final.seed.nunique()} seeds: median "
-            f"{ratio.median():.4f}, range {ratio.min():.4f} .. {ratio.max():.4f} (required: median within "
-            f"{cfg.plateau_band:g} below 1, none above)",
+            claim=f"In between, eps_hat_inf settles in a plateau under the stability edge 2/lambda*_max, where "
+            f"the quartiles say ({cfg.family}) (F7)",
+            quantity=f"upper quartile of eps_hat_inf / edge, eps in [{cfg.margin:g} eps_lo e, "
+            f"eps_hi / ({cfg.margin:g} e)] (e = edge / eps_hat_opt), settled runs",
+            predicted=1.0,
+            measured=q3,
+            holds=bool(len(mid) and q3 <= 1 + 1e-6),
+            relation="<=",
+            detail=f"quartiles {q1:.4f}, {q2:.4f}, {q3:.4f} over {len(mid)} runs and {final.seed.nunique()} seeds "
+            f"(range {mid.min():.4f} .. {mid.max():.4f}); edge {edge0:.5g} (seed 0). Log spectra sit at 0.99, "
+            "linear ones lower and ragged: the last burst of growth of ||w|| decides where it stops",
         ),
         below(
             id="effective-step.never-above-edge",
-            claim="The effective step never exceeds the edge at the limit, for any eps (F7)",
-            quantity="max eps_hat_inf / (2/lambda*_max) over all eps",
-            measured=ratio_all.max(),
+            claim="In the limit the effective step never exceeds the edge, for any eps (F7)",
+            quantity="max eps_hat_inf / (2/lambda*_max) over settled runs",
+            measured=ratio.max() if len(ratio) else float("nan"),
             bound=1 + 1e-6,
-            detail=f"{len(final)} runs, {cfg.eps_range}, {int(final.diverged.sum())} diverged",
+            detail=f"{len(settled)} settled runs of {len(final)}, {cfg.eps_range}, {int(final.diverged.sum())} "
+            f"diverged; {len(moving)} run(s) still moving at {cfg.steps} steps, {above} of them above the edge "
+            "(a finite budget: eps_hat overshoots, then ||w|| grows and brings it under)",
         ),
     ]
 
@@ -146,10 +176,8 @@ def plot(cfg: EffectiveStepConfig, tables: Tables, folder: Path) -> list[Path]:
     edge = float(final.edge.median())
     ax.axhline(edge, color=THEORY_COLOUR, ls="--", lw=1, label=r"edge $2/\lambda^*_{max}$ (theory)")
     xs = np.geomspace(cfg.eps_min, cfg.eps_max, 3)
-    small = (
-        final[(final.eps <= cfg.small_eps_max) & (final.rel_gap <= cfg.converged_gap)].groupby("eps").eff_step.median()
-    )
-    large = final[final.eps >= cfg.large_eps_min].groupby("eps").eff_step.median()
+    small = _regimes(cfg, final)[0].groupby("eps").eff_step.median()
+    large = _regimes(cfg, final)[1].groupby("eps").eff_step.median()
     if len(small):
         ax.plot(xs, small.iloc[0] * xs / small.index[0], ":", color="#7570b3", lw=1, label="slope 1")
     if len(large):

@@ -29,6 +29,9 @@ DIVERGED_ACCURACY = 0.0
 
 
 PAPER = {"num_lr": 40, "seeds": 5, "steps": 600, "log_every": 10, "dataset": "mnist", "n_test": 1000}
+# Real MNIST in minutes on a 2-core CPU: the MLPs (M2, M5) keep the paper's grid, repeats, steps and logging; the
+# CNN and the width sweep (h = 1000) run fewer rates, repeats or steps (see each experiment's profile).
+MNIST = {**PAPER}
 
 
 class NNSweepConfig(SeedsConfig):
@@ -151,38 +154,73 @@ def windows(final: pd.DataFrame, by: Sequence[str], tols: Sequence[float] = (0.0
     return pd.DataFrame(rows)
 
 
+def seed_windows(final: pd.DataFrame, by: Sequence[str], tol: float) -> pd.DataFrame:
+    """Window width (decades within ``tol`` of the best accuracy) of each seed's own accuracy curve, per group
+    ``by``: one row per (``by``..., seed) with column ``width``; diverged networks count as accuracy 0."""
+    curves = accuracy_curves(final, [*by, "seed"])
+    rows = [
+        {**dict(zip([*by, "seed"], key, strict=True)), "width": accuracy_window(g.lr, g.score, tol).width}
+        for key, g in curves.groupby([*by, "seed"], sort=True)
+    ]
+    return pd.DataFrame(rows)
+
+
+def seed_widths(final: pd.DataFrame, tol: float, **where: Any) -> np.ndarray:
+    """Per-seed window widths (ordered by seed) of the networks matching ``where`` (column=value)."""
+    sel = final
+    for column, value in where.items():
+        sel = sel[sel[column] == value]
+    return seed_windows(sel, [], tol).sort_values("seed").width.to_numpy() if len(sel) else np.array([np.nan])
+
+
 def plot_curves(
-    final: pd.DataFrame, folder: Path, name: str, title: str, hue: str | None = None, hue_label: str = ""
+    final: pd.DataFrame,
+    folder: Path,
+    name: str,
+    title: str,
+    hue: str | None = None,
+    hue_label: str = "",
+    tol: float | None = None,
+    plain_once: bool = False,
 ) -> list[Path]:
-    """Final test accuracy vs learning rate: one line per (bn, hue), median over seeds with a min-max band;
-    solid with BN, dashed without (and, without a hue, BN green and no BN orange as in the OLS figures)."""
+    """Final test accuracy (and loss) vs learning rate: one line per (bn, hue), median over seeds with a band from
+    the lowest to the highest seed; solid with BN, dashed without (without a hue, BN green and no BN orange as in
+    the OLS figures). ``tol``: shade each line's window (rates within ``tol`` of the best mean accuracy).
+    ``plain_once``: the swept values concern BN only, so the no-BN baseline is one series ("no BN")."""
     fig, axes = new_figure(ncols=2)
     frame = final.assign(acc=final.test_acc.where(~final.diverged, np.nan), loss=final.test_loss)
-    hues = sorted(frame[hue].unique()) if hue else [None]
-    cmap = plt_colours(len(hues))
+    hues = sorted(frame[frame.bn][hue].unique()) if hue else [None]
+    cmap = plt_colours(len(hues)) if hue else None
+    series = []  # (bn, colour, label, rows)
+    for bn in (False, True):
+        if not bn and (plain_once or not hue):
+            series.append((bn, METHOD_COLOURS["no-bn"], "no BN", frame[~frame.bn]))
+            continue
+        for i, value in enumerate(hues):
+            sel = frame[(frame.bn == bn) & ((frame[hue] == value) if hue else True)]
+            colour = cmap[i] if hue else METHOD_COLOURS["bn"]
+            tag = "" if not hue else f", {hue_label}={value:g}" if _numeric(value) else f", {value}"
+            series.append((bn, colour, ("BN" if bn else "no BN") + tag, sel))
     for ax, metric, label in ((axes[0], "acc", "test accuracy"), (axes[1], "loss", "test loss")):
-        for bn in (False, True):
-            for colour, value in zip(cmap if hue else [METHOD_COLOURS["bn" if bn else "no-bn"]], hues, strict=True):
-                sel = frame[(frame.bn == bn) & ((frame[hue] == value) if hue else True)]
-                if sel.empty:
-                    continue
-                grouped = sel.groupby("lr")[metric]
-                xs = np.asarray(grouped.median().index, dtype=float)
-                tag = ("BN" if bn else "no BN") + (
-                    f", {hue_label}={value:g}" if hue and _numeric(value) else (f", {value}" if hue else "")
-                )
-                ax.plot(
-                    xs, grouped.median(), color=colour, ls="-" if bn else "--", marker="o", ms=2.5, lw=1.4, label=tag
-                )
-                ax.fill_between(xs, grouped.min(), grouped.max(), color=colour, alpha=0.15, lw=0)
+        for bn, colour, tag, sel in series:
+            if sel.empty:
+                continue
+            grouped = sel.groupby("lr")[metric]
+            xs = np.asarray(grouped.median().index, dtype=float)
+            ax.plot(xs, grouped.median(), color=colour, ls="-" if bn else "--", marker="o", ms=2.5, lw=1.4, label=tag)
+            ax.fill_between(xs, grouped.min(), grouped.max(), color=colour, alpha=0.15, lw=0)
+            if tol is not None and metric == "acc":
+                curve = accuracy_curves(sel, [])
+                for lo, hi in accuracy_window(curve.lr, curve.score, tol).runs:
+                    ax.axvspan(lo, hi, color=colour, alpha=0.08, lw=0)
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
         ax.set_ylabel(f"final {label}")
         if metric == "loss":
             ax.set_yscale("log")
-    axes[0].set_title(title)
-    axes[0].legend(fontsize=7, ncol=1 if len(hues) < 4 else 2)
-    axes[1].set_title("diverged networks are left out (gaps)")
+    axes[0].set_title(title + ("" if tol is None else f"\nshaded: window within {tol:g} of the best accuracy"))
+    axes[0].legend(fontsize=7, ncol=1 if len(series) < 5 else 2, loc="best", framealpha=0.7)
+    axes[1].set_title("line: median over seeds, band: lowest to highest seed; diverged runs are gaps", fontsize=8)
     return save(fig, folder, name)
 
 

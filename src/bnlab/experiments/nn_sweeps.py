@@ -9,6 +9,7 @@ chosen with ``--set dataset=...``).
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from pathlib import Path
 
@@ -17,8 +18,9 @@ import pandas as pd
 from pydantic import Field
 
 from bnlab.experiments.base import Experiment, RunContext, Tables, register
-from bnlab.experiments.claims import Claim, above, below, close_to
+from bnlab.experiments.claims import Claim, below, close_to, fmt, wider_than
 from bnlab.experiments.nn_common import (
+    MNIST,
     PAPER,
     ROW,
     NNSweepConfig,
@@ -26,6 +28,7 @@ from bnlab.experiments.nn_common import (
     plot_curves,
     plt_colours,
     run_sweep,
+    seed_widths,
     windows,
 )
 from bnlab.experiments.plotting import new_figure, save
@@ -39,17 +42,23 @@ def _window_text(table: pd.DataFrame, label_cols: list[str]) -> str:
     return "; ".join(parts)
 
 
-def _bn_vs_plain_claims(cfg: NNSweepConfig, table: pd.DataFrame, id: str, context: str) -> list[Claim]:
+def _bn_vs_plain_claims(cfg: NNSweepConfig, final: pd.DataFrame, id: str, context: str) -> list[Claim]:
+    """BN's window against the plain network's, seed by seed (same seed: same batch order), with a bootstrap
+    interval of the mean difference; it holds only when the interval lies above zero."""
+    table = windows(final, ["bn"])
     bn, plain = table[table.bn].iloc[0], table[~table.bn].iloc[0]
     key = f"window_{cfg.tol:g}"
+    per_bn, per_plain = seed_widths(final, cfg.tol, bn=True), seed_widths(final, cfg.tol, bn=False)
     return [
-        above(
+        wider_than(
             id=id,
             claim=f"BN keeps accuracy near its best over a wider range of learning rates ({context})",
-            quantity=f"decades of lr within {cfg.tol:g} test accuracy of the best, BN (above: no BN)",
-            measured=bn[key],
-            bound=plain[key],
-            detail=f"BN {bn[key]:.2f} vs no BN {plain[key]:.2f} decades (within 0.01: {bn['window_0.01']:.2f} vs "
+            quantity=f"BN window minus no-BN window, decades of lr within {cfg.tol:g} test accuracy of the best, "
+            "mean over seeds",
+            values=per_bn,
+            baseline=per_plain,
+            detail=f"per seed BN {fmt(np.round(per_bn, 2))} vs no BN {fmt(np.round(per_plain, 2))} decades; "
+            f"of the seed-mean curves {bn[key]:.2f} vs {plain[key]:.2f} (within 0.01: {bn['window_0.01']:.2f} vs "
             f"{plain['window_0.01']:.2f}); best accuracy {bn.best_acc:.3f} vs {plain.best_acc:.3f}",
         )
     ]
@@ -59,7 +68,12 @@ def _bn_vs_plain_claims(cfg: NNSweepConfig, table: pd.DataFrame, id: str, contex
 class LRSweepConfig(NNSweepConfig):
     """Final accuracy vs learning rate, with and without BN (M5 on MNIST-1D; M1 on MNIST in paper)."""
 
-    PROFILES = {"quick": {}, "paper": {**PAPER, "model": "M1"}}
+    # mnist: the CNN at 7 rates (one per decade), 2 repeats, 100 steps: M1 costs ~8 GFLOP per network-step.
+    PROFILES = {
+        "quick": {},
+        "paper": {**PAPER, "model": "M1"},
+        "mnist": {**MNIST, "model": "M1", "num_lr": 7, "seeds": 2, "steps": 100, "log_every": 20, "n_test": 500},
+    }
 
 
 def run_lr(cfg: LRSweepConfig, ctx: RunContext) -> None:
@@ -68,8 +82,7 @@ def run_lr(cfg: LRSweepConfig, ctx: RunContext) -> None:
 
 def summarise_lr(cfg: LRSweepConfig, tables: Tables) -> list[Claim]:
     final = tables["final"]
-    table = windows(final, ["bn"])
-    claims = _bn_vs_plain_claims(cfg, table, "nn-lr.bn-wider-window", f"{cfg.model} on {cfg.dataset}")
+    claims = _bn_vs_plain_claims(cfg, final, "nn-lr.bn-wider-window", f"{cfg.model} on {cfg.dataset}")
     top = final[final.lr >= cfg.lr_max / 100]  # the top two decades of the grid
     frac = top.groupby("bn").diverged.mean()
     claims.append(
@@ -87,14 +100,19 @@ def summarise_lr(cfg: LRSweepConfig, tables: Tables) -> list[Claim]:
 
 
 def plot_lr(cfg: LRSweepConfig, tables: Tables, folder: Path) -> list[Path]:
-    return plot_curves(tables["final"], folder, "nn_lr", f"{cfg.model} (h={cfg.hidden}) on {cfg.dataset}")
+    return plot_curves(tables["final"], folder, "nn_lr", f"{_model_label(cfg)} on {cfg.dataset}", tol=cfg.tol)
+
+
+def _model_label(cfg: NNSweepConfig) -> str:
+    """The model's name, with its width only where it has one (M5)."""
+    return f"{cfg.model} (h={cfg.hidden})" if cfg.model == "M5" else cfg.model
 
 
 # -- a separate learning rate for the BN parameters (the analogue of eps_a) -----------------------------
 class BNLRConfig(NNSweepConfig):
     """A separate learning rate for BN's gamma and beta, the analogue of eps_a."""
 
-    PROFILES = {"quick": {}, "paper": {**PAPER, "model": "M2"}}
+    PROFILES = {"quick": {}, "paper": {**PAPER, "model": "M2"}, "mnist": {**MNIST, "model": "M2"}}
 
     bn_lrs: list[float] = Field(default_factory=lambda: [10.0, 1.0, 0.1, 0.01, 0.001], min_length=1)
 
@@ -106,24 +124,28 @@ def run_bn_lr(cfg: BNLRConfig, ctx: RunContext) -> None:
 def _variant_claims(
     cfg: NNSweepConfig, tables: Tables, *, column: str, id: str, claim: str, widest: bool, among: float = np.inf
 ) -> list[Claim]:
-    """BN's window per value of the swept ``column`` (up to ``among``), its widest (or narrowest) against the
-    no-BN baseline's window (at ``cfg.tol``)."""
+    """BN's window per value of the swept ``column`` (up to ``among``); its widest (or narrowest) value, by the
+    seed-mean curves, against the no-BN baseline seed by seed (bootstrap interval of the mean difference)."""
     final = tables["final"]
     key = f"window_{cfg.tol:g}"
-    plain = float(windows(final[~final.bn], ["bn"]).iloc[0][key])
     bn = windows(final[final.bn], [column])
-    pool = bn[bn[column] <= among][key]
-    value = (pool.max() if widest else pool.min()) if len(pool) else float("nan")
+    pool = bn[bn[column] <= among]
     over = f"{column} <= {among:g}" if np.isfinite(among) else f"{column}s"
+    if pool.empty:
+        chosen, values = float("nan"), np.array([np.nan])
+    else:
+        chosen = pool[column].iloc[int(np.argmax(pool[key].to_numpy()) if widest else np.argmin(pool[key].to_numpy()))]
+        values = seed_widths(final, cfg.tol, bn=True, **{column: chosen})
+    baseline = seed_widths(final, cfg.tol, bn=False)
     return [
-        above(
+        wider_than(
             id=id,
             claim=claim,
-            quantity=f"{'widest' if widest else 'narrowest'} BN window over {over}, decades within {cfg.tol:g} "
-            "(above: no BN)",
-            measured=value,
-            bound=plain,
-            detail=_window_text(bn, [column]) + f"; no BN: {plain:.2f} dec",
+            quantity=f"BN window at the {'widest' if widest else 'narrowest'} {over} ({column}={chosen:g}) minus "
+            f"the no-BN window, decades within {cfg.tol:g}, mean over seeds",
+            values=values,
+            baseline=baseline,
+            detail=_window_text(bn, [column]) + f"; no BN per seed {fmt(np.round(baseline, 2))} dec",
         )
     ]
 
@@ -140,7 +162,13 @@ summarise_bn_lr = partial(
 
 def plot_bn_lr(cfg: BNLRConfig, tables: Tables, folder: Path) -> list[Path]:
     return plot_curves(
-        tables["final"], folder, "nn_bn_lr", "BN-parameter learning rate", hue="bn_lr", hue_label="bn_lr"
+        tables["final"],
+        folder,
+        "nn_bn_lr",
+        f"{_model_label(cfg)} on {cfg.dataset}: BN-parameter learning rate",
+        hue="bn_lr",
+        hue_label="bn_lr",
+        plain_once=True,
     )
 
 
@@ -148,7 +176,11 @@ def plot_bn_lr(cfg: BNLRConfig, tables: Tables, folder: Path) -> list[Path]:
 class WeightScaleConfig(NNSweepConfig):
     """Initial weights scaled: BN curves shift by the square (scaling law), plain ones do not."""
 
-    PROFILES = {"quick": {}, "paper": {**PAPER, "model": "M2", "num_lr": 41, "scales": [0.01, 0.1, 1.0, 10.0]}}
+    PROFILES = {
+        "quick": {},
+        "paper": {**PAPER, "model": "M2", "num_lr": 41, "scales": [0.01, 0.1, 1.0, 10.0]},
+        "mnist": {**MNIST, "model": "M2", "num_lr": 41, "scales": [0.01, 0.1, 1.0, 10.0]},
+    }
 
     scales: list[float] = Field(default_factory=lambda: [0.1, 1.0, 10.0], min_length=2)
     # gamma and beta keep one fixed rate so that only the weights' rate moves along the grid: the scaling law
@@ -215,6 +247,7 @@ def plot_weight_scale(cfg: WeightScaleConfig, tables: Tables, folder: Path) -> l
     2 log10(scale) decades, where the scaling law says each BN curve should lie."""
     final = tables["final"]
     curves = accuracy_curves(final, ["bn", "weight_scale"])
+    per_seed = accuracy_curves(final, ["bn", "weight_scale", "seed"])
     fig, axes = new_figure(ncols=2)
     colours = plt_colours(len(cfg.scales))
     for ax, bn in zip(axes, (True, False), strict=True):
@@ -222,12 +255,19 @@ def plot_weight_scale(cfg: WeightScaleConfig, tables: Tables, folder: Path) -> l
         for colour, scale in zip(colours, sorted(cfg.scales), strict=True):
             sel = curves[(curves.bn == bn) & (curves.weight_scale == scale)]
             ax.plot(sel.lr, sel.score, color=colour, marker="o", ms=2.5, lw=1.5, label=f"scale {scale:g}")
+            seeds = per_seed[(per_seed.bn == bn) & (per_seed.weight_scale == scale)].groupby("lr").score
+            ax.fill_between(seeds.min().index, seeds.min(), seeds.max(), color=colour, alpha=0.15, lw=0)
             if bn and scale != 1.0 and len(base):
                 ax.plot(base.lr * scale**2, base.score, color=colour, ls=":", lw=1.2)
         ax.set_xscale("log")
         ax.set_xlabel("learning rate of the weights")
         ax.set_ylabel("final test accuracy (mean over seeds)")
-        ax.set_title("with BN (dotted: scale-1 curve moved by scale^2)" if bn else "without BN")
+        where = f"{_model_label(cfg)} on {cfg.dataset}"
+        ax.set_title(
+            f"{where} with BN\ndotted: the scale-1 curve moved by scale^2; bands: range over seeds"
+            if bn
+            else f"{where} without BN\nbands: range over seeds"
+        )
         ax.legend(fontsize=7)
     return save(fig, folder, "nn_weight_scale")
 
@@ -236,7 +276,12 @@ def plot_weight_scale(cfg: WeightScaleConfig, tables: Tables, folder: Path) -> l
 class WidthConfig(NNSweepConfig):
     """Hidden width h in {10, 100, 1000} as the analogue of dimension."""
 
-    PROFILES = {"quick": {}, "paper": {**PAPER, "model": "M5"}}
+    # mnist: h = 1000 costs ~0.5 GFLOP per network-step, so 13 rates (two per decade), 3 repeats, 200 steps.
+    PROFILES = {
+        "quick": {},
+        "paper": {**PAPER, "model": "M5"},
+        "mnist": {**MNIST, "model": "M5", "num_lr": 13, "seeds": 3, "steps": 200, "log_every": 20},
+    }
 
     widths: list[int] = Field(default_factory=lambda: [10, 100, 1000], min_length=2)
 
@@ -246,44 +291,60 @@ def run_width(cfg: WidthConfig, ctx: RunContext) -> None:
 
 
 def summarise_width(cfg: WidthConfig, tables: Tables) -> list[Claim]:
-    table = windows(tables["final"], ["bn", "hidden"])
+    final = tables["final"]
+    table = windows(final, ["bn", "hidden"])
     key = f"window_{cfg.tol:g}"
     bn = table[table.bn].set_index("hidden")[key]
     plain = table[~table.bn].set_index("hidden")[key]
     lo, hi = min(cfg.widths), max(cfg.widths)
+    per = {(b, h): seed_widths(final, cfg.tol, bn=b, hidden=h) for b in (True, False) for h in cfg.widths}
+    text = "; ".join(
+        f"h={h}: BN {fmt(np.round(per[True, h], 2))} / no BN {fmt(np.round(per[False, h], 2))}" for h in cfg.widths
+    )
+    every = {
+        h: wider_than(
+            id="nn-width.bn-wider-every-width",
+            claim="At every width BN's window is wider than the plain network's",
+            quantity=f"BN window minus no-BN window at the width where it is least sure (h={h}), mean over seeds",
+            values=per[True, h],
+            baseline=per[False, h],
+            detail="per seed, decades: " + text,
+        )
+        for h in cfg.widths
+    }
+    worst = min(every.values(), key=lambda c: c.ci_low if c.ci_low is not None and np.isfinite(c.ci_low) else -np.inf)
     return [
-        above(
+        wider_than(
             id="nn-width.bn-widens",
             claim="BN's learning-rate window widens with the width (the analogue of 'the higher the dimension the "
             "better')",
-            quantity=f"BN window (decades within {cfg.tol:g}) at h={hi} (above: at h={lo})",
-            measured=bn[hi],
-            bound=bn[lo],
-            detail="BN: "
+            quantity=f"BN window at h={hi} minus at h={lo}, decades within {cfg.tol:g}, mean over seeds",
+            values=per[True, hi],
+            baseline=per[True, lo],
+            detail="seed-mean curves, BN: "
             + ", ".join(f"h={h}: {bn[h]:.2f}" for h in bn.index)
             + "; no BN: "
             + ", ".join(f"h={h}: {plain[h]:.2f}" for h in plain.index),
         ),
-        above(
-            id="nn-width.bn-wider-every-width",
-            claim="At every width BN's window is wider than the plain network's",
-            quantity="smallest (BN window - no-BN window) over widths, decades",
-            measured=(bn - plain).min(),
-            bound=0.0,
-            detail=", ".join(f"h={h}: {bn[h]:.2f} vs {plain[h]:.2f}" for h in bn.index),
-        ),
+        dataclasses.replace(worst, holds=all(c.holds for c in every.values())),
     ]
 
 
 def plot_width(cfg: WidthConfig, tables: Tables, folder: Path) -> list[Path]:
-    return plot_curves(tables["final"], folder, "nn_width", "width of the hidden layer", hue="hidden", hue_label="h")
+    return plot_curves(
+        tables["final"], folder, "nn_width", f"{cfg.model} on {cfg.dataset}: hidden width", hue="hidden", hue_label="h"
+    )
 
 
 # -- gamma initialisation -----------------------------------------------------------------------------------
 class GammaInitConfig(NNSweepConfig):
     """BN's gamma initialised over logspace(-8, 0): robustness to the learning rate."""
 
-    PROFILES = {"quick": {}, "paper": {**PAPER, "model": "M2", "gamma_inits": [1e-8, 1e-6, 1e-4, 1e-2, 1.0]}}
+    PROFILES = {
+        "quick": {},
+        "paper": {**PAPER, "model": "M2", "gamma_inits": [1e-8, 1e-6, 1e-4, 1e-2, 1.0]},
+        "mnist": {**MNIST, "model": "M2", "gamma_inits": [1e-8, 1e-6, 1e-4, 1e-2, 1.0]},
+    }
 
     gamma_inits: list[float] = Field(default_factory=lambda: [1e-8, 1e-4, 1.0], min_length=1)
 
@@ -303,7 +364,13 @@ summarise_gamma_init = partial(
 
 def plot_gamma_init(cfg: GammaInitConfig, tables: Tables, folder: Path) -> list[Path]:
     return plot_curves(
-        tables["final"], folder, "nn_gamma_init", "gamma initialisation", hue="gamma_init", hue_label="gamma0"
+        tables["final"],
+        folder,
+        "nn_gamma_init",
+        f"{_model_label(cfg)} on {cfg.dataset}: gamma initialisation",
+        hue="gamma_init",
+        hue_label="gamma0",
+        plain_once=True,
     )
 
 
@@ -311,7 +378,11 @@ def plot_gamma_init(cfg: GammaInitConfig, tables: Tables, folder: Path) -> list[
 class OptimizerConfig(NNSweepConfig):
     """SGD vs Adam, with and without BN."""
 
-    PROFILES = {"quick": {}, "paper": {**PAPER, "model": "M2", "lr_min": 1e-5, "lr_max": 1e3, "num_lr": 40}}
+    PROFILES = {
+        "quick": {},
+        "paper": {**PAPER, "model": "M2", "lr_min": 1e-5, "lr_max": 1e3, "num_lr": 40},
+        "mnist": {**MNIST, "model": "M2", "lr_min": 1e-5, "lr_max": 1e3, "num_lr": 40},
+    }
 
     lr_min: float = Field(1e-5, gt=0)
     lr_max: float = Field(1e3, gt=0)
@@ -327,7 +398,8 @@ def summarise_optimizer(cfg: OptimizerConfig, tables: Tables) -> list[Claim]:
     key = f"window_{cfg.tol:g}"
     width = table.set_index(["optimizer", "bn"])[key]
     sgd_gain, adam_gain = width["sgd", True] - width["sgd", False], width["adam", True] - width["adam", False]
-    claims = _bn_vs_plain_claims(cfg, table[table.optimizer == "sgd"], "nn-optimizer.bn-wider-window", "SGD")
+    final = tables["final"]
+    claims = _bn_vs_plain_claims(cfg, final[final.optimizer == "sgd"], "nn-optimizer.bn-wider-window", "SGD")
     claims.append(
         below(
             id="nn-optimizer.adam-gains-less",
@@ -343,7 +415,9 @@ def summarise_optimizer(cfg: OptimizerConfig, tables: Tables) -> list[Claim]:
 
 
 def plot_optimizer(cfg: OptimizerConfig, tables: Tables, folder: Path) -> list[Path]:
-    return plot_curves(tables["final"], folder, "nn_optimizer", "SGD vs Adam", hue="optimizer")
+    return plot_curves(
+        tables["final"], folder, "nn_optimizer", f"{_model_label(cfg)} on {cfg.dataset}: SGD vs Adam", hue="optimizer"
+    )
 
 
 register(Experiment("nn-lr", ROW, ("N1",), LRSweepConfig, run_lr, summarise_lr, plot_lr))

@@ -6,7 +6,7 @@ with H's, ``lambda_{j+1} <= mu_j <= lambda_j``, so ``kappa* = mu_1 / mu_{d-1} <=
 per-step contraction of the direction error is then ``(kappa* - 1) / (kappa* + 1)`` against GD's
 ``(kappa - 1) / (kappa + 1)``.
 
-Checked here over problem families (d, kappa, spacing, seeds): ``theory.effective_eigvals`` against a brute-force
+Checked here over problem families (spectrum, d, kappa, seeds): ``theory.effective_eigvals`` against a brute-force
 dense eigensolver of H* in the original coordinates, the interlacing, kappa* <= kappa; and on one problem the
 best measured rate of each method (GD at its optimal eps, BNGD over a fine eps grid) against those bounds.
 """
@@ -17,16 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
 from bnlab.experiments.base import Experiment, RunContext, Tables, register
 from bnlab.experiments.claims import Claim, below, close_to, fmt
 from bnlab.experiments.plotting import BNGD_COLOUR, GD_COLOUR, THEORY_COLOUR, new_figure, save
-from bnlab.experiments.problems import CompiledConfig, Spacing, spectrum_problem
+from bnlab.experiments.problems import CompiledConfig, FamilyConfig, Spectrum
 from bnlab.ols import bngd, gd, theory
 
 
-class OverparamConfig(CompiledConfig):
+class OverparamConfig(FamilyConfig, CompiledConfig):
     """kappa vs kappa* over problem families, interlacing vs brute force, best rates of GD and BNGD."""
 
     PROFILES = {
@@ -42,23 +42,26 @@ class OverparamConfig(CompiledConfig):
 
     dims: tuple[int, ...] = (3, 10, 30, 100)
     kappas: tuple[float, ...] = (10.0, 100.0, 1000.0)
-    spacings: tuple[Spacing, ...] = ("linear", "log")
+    # The family sweep: every spectrum x d x kappa (kappa where it applies), with the family's other fields.
+    spectra: tuple[Spectrum, ...] = Field(
+        ("linear", "log", "marchenko-pastur", "spiked"), validation_alias=AliasChoices("spectra", "spacings")
+    )
     seeds: int = Field(5, ge=1)
-    # The rate check: one problem, BNGD over a fine eps grid around its stability edge, GD at its optimum.
+    # The rate check: one problem of the family (spectrum, kappa, ...) in dimension rate_d, BNGD over a fine eps
+    # grid around its stability edge, GD at its optimum.
     rate_d: int = Field(10, ge=2)
-    rate_kappa: float = Field(100.0, ge=1)
-    rate_spacing: Spacing = "log"
     rate_num_eps: int = Field(60, ge=3)
     rate_steps: int = Field(8000, ge=10)
     rate_tolerance: float = Field(0.01, gt=0)  # relative error of -log(rate), best measured vs optimum
 
 
-def _family_chunk(cfg: OverparamConfig, spacing: Spacing) -> pd.DataFrame:
+def _family_chunk(cfg: OverparamConfig, spectrum: Spectrum) -> pd.DataFrame:
     rows = []
+    kappas = cfg.kappas if spectrum in ("linear", "log") else cfg.kappas[:1]  # kappa applies to these only
     for d in cfg.dims:
-        for kappa in cfg.kappas:
+        for kappa in kappas:
             for seed in range(cfg.seeds):
-                problem = spectrum_problem(d, kappa, spacing, seed)
+                problem = cfg.family_problem(d, seed, spectrum=spectrum, kappa=kappa)
                 mu = theory.effective_eigvals(problem)
                 brute = np.linalg.eigvalsh(theory.effective_hessian(problem))[::-1][:-1]  # drop the kernel (u)
                 lam = problem.eigvals
@@ -79,7 +82,7 @@ def _family_chunk(cfg: OverparamConfig, spacing: Spacing) -> pd.DataFrame:
 
 
 def _rate_chunk(cfg: OverparamConfig) -> pd.DataFrame:
-    problem = spectrum_problem(cfg.rate_d, cfg.rate_kappa, cfg.rate_spacing, 0)
+    problem = cfg.family_problem(cfg.rate_d, 0)
     # Up to about the edge, ||w|| barely grows and eps_hat_inf ~ eps: a fine grid there passes through the
     # optimal eps_hat = 2 / (lambda*_max + lambda*_min) (just under the edge when kappa* is large). Further out,
     # eps_hat is still moving while the rate is fitted, and a fit can come out faster than any fixed eps_hat.
@@ -104,7 +107,7 @@ def _rate_chunk(cfg: OverparamConfig) -> pd.DataFrame:
 
 
 def run(cfg: OverparamConfig, ctx: RunContext) -> None:
-    ctx.store.write_table("families", ctx.per_chunk(cfg, _family_chunk, "families", spacing=cfg.spacings))
+    ctx.store.write_table("families", ctx.per_chunk(cfg, _family_chunk, "families", spectrum=cfg.spectra))
     ctx.store.write_table("rates", ctx.per_chunk(cfg, _rate_chunk, "rates"))
 
 
@@ -116,7 +119,8 @@ def summarise(cfg: OverparamConfig, tables: Tables) -> list[Claim]:
     gd_row = rates[rates.method == "gd"].iloc[0]
     opt_bn = float(bn.optimal_rate.iloc[0])
     exp_err = abs(np.log(best_bn) / np.log(opt_bn) - 1)
-    ref = fam[(fam.d == cfg.rate_d) & (fam.kappa.round(6) == cfg.rate_kappa) & (fam.spacing == cfg.rate_spacing)]
+    ref = fam[(fam.d == cfg.rate_d) & (fam.spectrum == cfg.spectrum)]
+    ref = ref[ref.kappa.round(6) == cfg.kappa] if cfg.spectrum in ("linear", "log") else ref
     gd_err = abs(np.log(gd_row.measured_rate) / np.log(gd_row.optimal_rate) - 1)
     kappa_star = float(ref.kappa_star[ref.seed == 0].iloc[0]) if len(ref) else float(rates.kappa_star.iloc[0])
     return [
@@ -142,13 +146,13 @@ def summarise(cfg: OverparamConfig, tables: Tables) -> list[Claim]:
         ),
         below(
             id="overparam.reference-kappa-star",
-            claim=f"kappa* < kappa on the reference problem (d={cfg.rate_d}, kappa={cfg.rate_kappa:g}, "
-            f"{cfg.rate_spacing}, seed 0) (F5)",
+            claim=f"kappa* < kappa on the reference problem ({cfg.family_label(cfg.rate_d)}, seed 0) (F5)",
             quantity="kappa* (theory)",
             measured=kappa_star,
-            bound=cfg.rate_kappa,
+            bound=float(rates.kappa.iloc[0]),
             strict=True,
-            detail=f"kappa*/kappa = {kappa_star / cfg.rate_kappa:.3f}: the acceleration the rate claims below measure",
+            detail=f"kappa*/kappa = {kappa_star / rates.kappa.iloc[0]:.3f}: the acceleration the rate claims below "
+            "measure",
         ),
         Claim(
             id="overparam.bngd-best-rate",
@@ -176,17 +180,17 @@ def summarise(cfg: OverparamConfig, tables: Tables) -> list[Claim]:
 def plot(cfg: OverparamConfig, tables: Tables, folder: Path) -> list[Path]:
     fam, rates = tables["families"], tables["rates"]
     fig, (ax, ax_r) = new_figure(ncols=2, width=5.0, height=3.8)
-    markers = {"linear": "o", "log": "s"}
-    for spacing, sub in fam.groupby("spacing"):
+    markers = {"linear": "o", "log": "s", "marchenko-pastur": "^", "spiked": "D"}
+    for spectrum, sub in fam.groupby("spectrum"):
         sc = ax.scatter(
             sub.kappa,
             sub.kappa_star,
             c=np.log10(sub.d),
             cmap="viridis",
-            marker=markers.get(spacing, "o"),
+            marker=markers.get(spectrum, "o"),
             s=18,
             alpha=0.8,
-            label=f"{spacing} spectrum",
+            label=f"{spectrum} spectrum",
         )
     lims = np.array([fam.kappa.min() / 2, fam.kappa.max() * 2])
     ax.plot(lims, lims, "--", color=THEORY_COLOUR, lw=1, label="kappa* = kappa (interlacing bound)")
@@ -205,7 +209,7 @@ def plot(cfg: OverparamConfig, tables: Tables, folder: Path) -> list[Path]:
     ax_r.axhline(gd_row.optimal_rate, color=GD_COLOUR, ls="--", lw=1, label="(kappa-1)/(kappa+1)")
     ax_r.set_xlabel("effective step eps_hat_inf")
     ax_r.set_ylabel("per-step contraction (direction error)")
-    ax_r.set_title(f"Best rates, d={cfg.rate_d}, kappa={cfg.rate_kappa:g}")
+    ax_r.set_title(f"Best rates, {cfg.family_label(cfg.rate_d)}", fontsize=8)
     ax_r.legend(fontsize=7)
     return save(fig, folder, "overparam")
 

@@ -67,7 +67,10 @@ def check_inputs(name: str, config: Any) -> None:
         return
     missing = missing_files(dataset, getattr(config, "data_dir", None))
     if missing:
-        raise BnlabError(f"{name} needs {dataset} ({missing[0]} is missing): run 'bnlab data fetch {dataset}' first")
+        raise BnlabError(
+            f"{name} needs {dataset} ({missing[0]} is missing): run 'bnlab data add {dataset} FOLDER' or "
+            f"'bnlab data fetch {dataset}' first, or --set data_dir=FOLDER"
+        )
 
 
 def plan_experiment(

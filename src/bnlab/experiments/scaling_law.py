@@ -44,7 +44,7 @@ class ScalingLawConfig(SpectrumConfig):
     law_tolerance: float = Field(1e-8, gt=0)
 
     def w0(self) -> np.ndarray:
-        return initial_weights(self.d, [w0_seed(self.seed)], self.norm)[0]
+        return initial_weights(self.d, [w0_seed(self.seed)], self.w0_norm)[0]
 
 
 def _grad_norm2(problem: Problem, a: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -60,7 +60,7 @@ def _identity_chunk(cfg: ScalingLawConfig) -> pd.DataFrame:
     problem = cfg.problem(cfg.seed)
     eps = np.asarray(cfg.eps)
     w = np.repeat(cfg.w0()[None], len(eps), axis=0)
-    a = np.ones(len(eps))
+    a = np.full(len(eps), cfg.a0)
     rows = []
     for k in range(cfg.identity_steps):  # one batched step per call: we need every w_k
         step = bngd(problem, eps, 1, w0=w, a0=a, record_every=1, compile=False, device=cfg.device)
@@ -90,7 +90,8 @@ def _law_chunk(cfg: ScalingLawConfig) -> pd.DataFrame:
     eps0, gamma = eps0.ravel(), gamma.ravel()
     frames = []
     for method, run in (("bngd", bngd), ("gd", gd)):
-        kw = {"compile": False} if method == "bngd" else {}  # short runs: compiling would cost more than it saves
+        # Short runs: compiling would cost more than it saves.
+        kw = {"compile": False, "a0": cfg.a0} if method == "bngd" else {}
         traj = run(problem, gamma**2 * eps0, cfg.steps, w0=gamma[:, None] * w0, record_every=1, device=cfg.device, **kw)
         frame = pd.DataFrame(
             {

@@ -57,7 +57,7 @@ def steps_frame(problem: Problem, cfg: StepsToTolConfig, seed: int, norm: Norm) 
     return pd.concat(frames, ignore_index=True)
 
 
-def widths_table(steps_table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+def widths_table(steps_table: pd.DataFrame, keys: list[str], sustain: int = 1) -> pd.DataFrame:
     """One row per ``keys + [method, seed]`` group: the 2x and 10x window ``width_*`` and ``span_*`` (decades),
     the window's outer ends ``lo_*``, ``hi_*``, and the best eps and its steps."""
     rows = []
@@ -68,7 +68,7 @@ def widths_table(steps_table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         row["best_steps"] = float(steps[finite].min()) if finite.any() else float("nan")
         row["best_eps"] = float(eps[finite][np.argmin(steps[finite])]) if finite.any() else float("nan")
         for f in FACTORS:
-            window = steps_window(eps, steps, f)
+            window = steps_window(eps, steps, f, sustain)
             row[f"width_{f:g}x"], row[f"span_{f:g}x"] = window.width, window.span
             row[f"lo_{f:g}x"], row[f"hi_{f:g}x"] = window.lo, window.hi
         rows.append(row)

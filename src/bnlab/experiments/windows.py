@@ -52,9 +52,14 @@ class Window:
         return self.runs[-1][1] if self.runs else float("nan")
 
 
-def lr_window(x, cost, allowance: float) -> Window:
-    """The window ``{x : cost(x) <= min cost + allowance}`` with interpolated ends (see the module docstring).
-    Non-finite costs (inf, NaN) are never inside."""
+def lr_window(x, cost, allowance: float, sustain: int = 1) -> Window:
+    """The window ``{x : cost(x) <= best + allowance}`` with interpolated ends (see the module docstring).
+    Non-finite costs (inf, NaN) are never inside.
+
+    ``best`` is the lowest cost that ``sustain`` consecutive grid points all reach (1: the minimum). A lone
+    lucky point is not a usable learning rate: on spectra with a few large eigenvalues, BNGD's transient can
+    pass through ``eps_hat = 1 / lambda*_max`` at one eps and wipe out the top modes, converging several times
+    faster than its neighbours (``bnlab.ols.modes``); ``sustain=3`` measures the window from the band instead."""
     x = np.asarray(x, dtype=np.float64)
     cost = np.asarray(cost, dtype=np.float64)
     if x.shape != cost.shape or x.ndim != 1 or x.size == 0:
@@ -66,7 +71,12 @@ def lr_window(x, cost, allowance: float) -> Window:
     finite = np.isfinite(cost)
     if not finite.any():
         return Window(())
-    level = float(cost[finite].min()) + allowance
+    if sustain > 1:
+        padded = np.concatenate([np.full(sustain - 1, np.inf), np.where(finite, cost, np.inf)])
+        windows = np.lib.stride_tricks.sliding_window_view(padded, sustain).max(axis=1)
+        level = float(windows.min() if np.isfinite(windows.min()) else cost[finite].min()) + allowance
+    else:
+        level = float(cost[finite].min()) + allowance
     inside = finite & (cost <= level)
     # Run boundaries: where ``inside`` switches on (starts) and off (ends, inclusive).
     padded = np.diff(np.concatenate([[0], inside.astype(int), [0]]))
@@ -88,10 +98,11 @@ def _edge(log_x: np.ndarray, cost: np.ndarray, last_in: int, first_out: int, lev
     return float(log_x[last_in] + t * (log_x[first_out] - log_x[last_in]))
 
 
-def steps_window(eps, steps, factor: float) -> Window:
-    """Least squares: eps whose steps to tolerance are within ``factor`` of the fewest (``inf``: never reached)."""
+def steps_window(eps, steps, factor: float, sustain: int = 1) -> Window:
+    """Least squares: eps whose steps to tolerance are within ``factor`` of the fewest (``inf``: never reached)
+    (of the fewest that ``sustain`` neighbouring eps all reach)."""
     with np.errstate(divide="ignore"):
-        return lr_window(eps, np.log(np.asarray(steps, dtype=np.float64)), float(np.log(factor)))
+        return lr_window(eps, np.log(np.asarray(steps, dtype=np.float64)), float(np.log(factor)), sustain)
 
 
 def accuracy_window(lrs, accuracy, tol: float) -> Window:

@@ -1,19 +1,23 @@
-"""Download the official dataset files into a data folder, verifying their published MD5 checksums.
+"""Put the official dataset files into a data folder: download them (``fetch``) or copy a user's own copies
+(``add``), in both cases checked against the published MD5 checksums.
 
-Layout written (and read by ``bnlab.nn.data``): ``DATA_DIR/mnist/*.gz``, ``DATA_DIR/fashion_mnist/*.gz``,
+Layout written (and read by ``bnlab.nn.data``): ``DATA_DIR/mnist/*``, ``DATA_DIR/fashion_mnist/*``,
 ``DATA_DIR/cifar10/cifar-10-batches-py/``. MD5 is what the dataset authors publish; it checks integrity here.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
+import shutil
 import tarfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from bnlab.errors import BnlabError
+from bnlab.nn.readers import CIFAR_BATCHES, IDX_STEMS, check_labels, find_idx, idx_names, read_cifar_batch, read_idx
 
 _IDX_FILES = (
     "train-images-idx3-ubyte.gz",
@@ -122,3 +126,119 @@ def fetch(name: str, data_dir: str | Path | None = None, timeout: float = 60.0) 
         with tarfile.open(folder / "cifar-10-python.tar.gz") as tar:
             tar.extractall(folder, filter="data")
     return folder
+
+
+# MD5 of the *uncompressed* IDX files as the MNIST authors published them (the .gz MD5s above are the mirrors');
+# a copy re-compressed with other gzip settings keeps these. Fashion-MNIST publishes only its .gz checksums.
+RAW_MD5 = {
+    "mnist": {
+        "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+        "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+        "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+        "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    }
+}
+# Examples per official file: (images, rows, cols) per IDX split, and 10000 per CIFAR-10 batch.
+IDX_SHAPES = {"train": (60000, 28, 28), "t10k": (10000, 28, 28)}
+CIFAR_BATCH_SIZE = 10000
+
+
+def _md5_check(key: str, stem: str, path: Path) -> str:
+    """'' if ``path``'s bytes (as stored, or gunzipped) have a published MD5 of ``stem``; a note if nothing is
+    published for this form; a ``BnlabError`` if a published value exists and differs."""
+    stored = md5sum(path)
+    published_gz = SOURCES[key][1].get(f"{stem}.gz")
+    published_raw = RAW_MD5.get(key, {}).get(stem)
+    with path.open("rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+    with gzip.open(path) if gz else path.open("rb") as fh:
+        raw = hashlib.md5(fh.read(), usedforsecurity=False).hexdigest()
+    if stored == published_gz or raw == published_raw:
+        return ""
+    if published_raw is None and not gz:
+        return f"{path.name}: no published MD5 for the uncompressed file; structure and counts checked only"
+    expected = " or ".join(f"{m} ({w})" for m, w in ((published_gz, "gzipped"), (published_raw, "uncompressed")) if m)
+    raise BnlabError(f"{path}: MD5 {stored if gz else raw} does not match the published {expected}")
+
+
+def _check_idx(key: str, stem: str, path: Path) -> None:
+    """Structure (IDX header and payload), example count and shape, label range of one official file."""
+    arr = read_idx(path)
+    prefix = stem.split("-")[0]
+    n, rows, cols = IDX_SHAPES[prefix]
+    expected = (n,) if "labels" in stem else (n, rows, cols)
+    if arr.shape != expected:
+        raise BnlabError(f"{path}: shape {arr.shape}, but the official {stem} holds {expected}")
+    if "labels" in stem:
+        check_labels(arr, 10, path)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    if dst.exists() and dst.samefile(src):
+        return
+    tmp = dst.with_name(dst.name + ".part")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+
+
+def add(name: str, source: str | Path, data_dir: str | Path | None = None) -> tuple[Path, list[str]]:
+    """Copy a user's copy of dataset ``name`` from ``source`` into the data folder, after checking every file;
+    return (the dataset's folder, notes). Nothing is written unless every file passes.
+
+    ``source``: for mnist / fashion_mnist a folder holding the four IDX files (official or dotted names, raw or
+    gzipped); for cifar10 the official ``cifar-10-python.tar.gz`` or a folder of its python batches. Checks:
+    structure, counts, label range, and the MD5 of the stored or the uncompressed bytes against the published
+    values where any are published for that form.
+    """
+    key = name.lower().replace("-", "_")
+    if key not in SOURCES:
+        raise BnlabError(f"unknown file-backed dataset {name!r}; choose one of {sorted(SOURCES)}")
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise BnlabError(f"{source} does not exist")
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    target = root / key
+    if key == "cifar10":
+        return target, _add_cifar(source, target)
+    if not source.is_dir():
+        raise BnlabError(f"{source}: give the folder holding the four {key} IDX files")
+    found = {stem: find_idx(source, stem) for stem in IDX_STEMS}
+    missing = [stem for stem, path in found.items() if path is None]
+    if missing:
+        raise BnlabError(f"{source} lacks {missing[0]} (accepted names: {', '.join(idx_names(missing[0]))})")
+    notes = []
+    for stem, path in found.items():
+        _check_idx(key, stem, path)
+        if note := _md5_check(key, stem, path):
+            notes.append(note)
+    target.mkdir(parents=True, exist_ok=True)
+    for stem, path in found.items():
+        with path.open("rb") as fh:
+            name_out = stem + (".gz" if fh.read(2) == b"\x1f\x8b" else "")
+        for other in idx_names(stem):  # another variant left there would shadow or duplicate this one
+            if other != name_out and (target / other).exists() and not (target / other).samefile(path):
+                (target / other).unlink()
+        _copy(path, target / name_out)
+    return target, notes
+
+
+def _add_cifar(source: Path, target: Path) -> list[str]:
+    if source.is_file():
+        _, files = SOURCES["cifar10"]
+        expected = files["cifar-10-python.tar.gz"]
+        if (got := md5sum(source)) != expected:
+            raise BnlabError(f"{source}: MD5 {got} does not match the published {expected} of cifar-10-python.tar.gz")
+        target.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(source) as tar:
+            tar.extractall(target, filter="data")
+        return []
+    folder = source / "cifar-10-batches-py" if (source / "cifar-10-batches-py").is_dir() else source
+    for batch in CIFAR_BATCHES:
+        data, _ = read_cifar_batch(folder / batch)
+        if len(data) != CIFAR_BATCH_SIZE:
+            raise BnlabError(f"{folder / batch}: {len(data)} images, but an official batch holds {CIFAR_BATCH_SIZE}")
+    out = target / "cifar-10-batches-py"
+    out.mkdir(parents=True, exist_ok=True)
+    for batch in CIFAR_BATCHES:
+        _copy(folder / batch, out / batch)
+    return ["the extracted CIFAR-10 batches have no published MD5; structure and counts checked only"]

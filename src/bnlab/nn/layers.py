@@ -34,8 +34,11 @@ class BatchedLinear(nn.Module):
             return F.linear(x, self.weight.reshape(-1, self.d_in), self.bias.reshape(-1)).view(
                 x.shape[0], self.n, self.d_out
             )
-        y = torch.baddbmm(self.bias.unsqueeze(1), x.transpose(0, 1), self.weight.transpose(1, 2))
-        return y.transpose(0, 1)
+        # y_k^T = W_k x_k^T + b_k as one bmm with W untransposed, so that autograd's weight gradient
+        # grad(y^T) x comes out contiguous (N, out, in): a transposed one made every later pass over it (the
+        # update, the finiteness check) strided, the bulk of the step for wide layers (measured).
+        y_t = torch.baddbmm(self.bias.unsqueeze(2), self.weight, x.permute(1, 2, 0))  # (N, out, B)
+        return y_t.permute(2, 0, 1)
 
 
 class BatchedConv2d(nn.Module):

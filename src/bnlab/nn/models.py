@@ -203,6 +203,22 @@ class BatchedNet(nn.Module):
                 getattr(layer, name).data.copy_(stacked.reshape(getattr(layer, name).shape))
         return net
 
+    def select(self, index: torch.Tensor) -> BatchedNet:
+        """A new batched net holding copies of networks ``index`` (parameters and BN statistics), in that order."""
+        sub = type(self)(self.spec, self.input_shape, self.num_classes, len(index))
+        p0 = next(self.parameters())
+        sub.to(device=p0.device, dtype=p0.dtype).train(self.training)
+        with torch.no_grad():
+            for mine, theirs in zip(self.state_dict().values(), sub.state_dict().values(), strict=True):
+                theirs.copy_(mine.index_select(0, index))
+        return sub
+
+    def write_back(self, index: torch.Tensor, sub: BatchedNet) -> None:
+        """Copy the networks of ``sub`` (as made by ``select(index)``) back into positions ``index``."""
+        with torch.no_grad():
+            for mine, theirs in zip(self.state_dict().values(), sub.state_dict().values(), strict=True):
+                mine.index_copy_(0, index, theirs)
+
     @classmethod
     def from_module(cls, module, n: int, seeds: Sequence[int] | None = None, **options) -> BatchedNet:
         """N copies of a ``torch.nn.Sequential`` (or of what a zero-argument factory returns) as one batched net,

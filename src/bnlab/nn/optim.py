@@ -59,31 +59,47 @@ class BatchedOptimizer:
     @torch.no_grad()
     def step(self, grads: list[torch.Tensor], ok: torch.Tensor) -> torch.Tensor:
         """Apply the update to the networks with ``ok`` and a finite update; return that final mask (N,)."""
+        if not self.any_adam:
+            return self._sgd_step(grads, ok)
         n = ok.shape[0]
-        ms: list[torch.Tensor] = []
-        vs: list[torch.Tensor] = []
-        if self.any_adam:  # before the in-place SGD scaling below reuses the gradient tensors
-            a_ups, ms, vs = self._adam_updates(grads)
+        a_ups, ms, vs = self._adam_updates(grads)  # before the in-place SGD scaling below reuses the gradients
         if self.all_adam:
             ups = a_ups
         else:
-            # SGD update computed in place on the fresh gradient tensors: u = lr g.
             ups = [g.mul_(_per_net(lr, g)) for g, lr in zip(grads, self.lrs, strict=True)]
-            if self.any_adam:
-                ups = [torch.where(_per_net(self.is_adam, u), a, u) for u, a in zip(ups, a_ups, strict=True)]
-        # A non-finite update anywhere in a network (NaN, inf, overflow) freezes that network.
-        total = torch.zeros(n, dtype=ups[0].dtype, device=ups[0].device)
-        for u in ups:
-            total += u.reshape(n, -1).sum(1)
-        ok = ok & torch.isfinite(total)
-        if bool(ok.all()):
-            for p, u in zip(self.params, ups, strict=True):
-                p.sub_(u)
-        else:
-            for p, u in zip(self.params, ups, strict=True):
-                p.sub_(torch.where(_per_net(ok, u), u, torch.zeros((), dtype=u.dtype, device=u.device)))
-        if self.any_adam:
-            for old, new in zip(self.m + self.v, ms + vs, strict=True):
-                old.copy_(torch.where(_per_net(ok, old), new, old))
+            ups = [torch.where(_per_net(self.is_adam, u), a, u) for u, a in zip(ups, a_ups, strict=True)]
+        ok = ok & self._finite(ups, n)
+        self._apply(ups, [None] * len(ups), ok)
+        for old, new in zip(self.m + self.v, ms + vs, strict=True):
+            old.copy_(torch.where(_per_net(ok, old), new, old))
         self.t += 1
         return ok
+
+    def _sgd_step(self, grads: list[torch.Tensor], ok: torch.Tensor) -> torch.Tensor:
+        """p <- p - lr g in one fused pass per tensor (addcmul), the finiteness check on lr * sum(g) beforehand."""
+        n = ok.shape[0]
+        ok = ok & self._finite(grads, n, self.lrs)
+        self._apply(grads, self.lrs, ok)
+        self.t += 1
+        return ok
+
+    @staticmethod
+    def _finite(tensors: list[torch.Tensor], n: int, scales: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Per network: is every tensor's (scaled) sum finite? A NaN or inf anywhere in a network's block makes
+        its sum non-finite, so one reduction per tensor suffices."""
+        total = torch.zeros(n, dtype=tensors[0].dtype, device=tensors[0].device)
+        for i, u in enumerate(tensors):
+            s = u.reshape(n, -1).sum(1)
+            total += s * scales[i] if scales is not None else s
+        return torch.isfinite(total)
+
+    def _apply(self, ups: list[torch.Tensor], lrs: list, ok: torch.Tensor) -> None:
+        """p <- p - lr u for the networks with ``ok`` (lr None: the update is already scaled)."""
+        everyone = bool(ok.all())
+        for p, u, lr in zip(self.params, ups, lrs, strict=True):
+            if not everyone:  # NaN * 0 is NaN: mask the update itself, not only its rate
+                u = torch.where(_per_net(ok, u), u, torch.zeros((), dtype=u.dtype, device=u.device))
+            if lr is None:
+                p.sub_(u)
+            else:
+                p.addcmul_(u, _per_net(lr, u), value=-1)

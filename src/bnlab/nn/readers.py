@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,10 @@ _IDX_UBYTE = 0x08
 
 
 def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped when it is gzip data (by its magic number 1f 8b, whatever its name)."""
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        return path.read_bytes()
+        raw = path.read_bytes()
+        return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" or path.suffix == ".gz" else raw
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise BnlabError(f"cannot read {path}: {exc}") from None
 
@@ -48,11 +48,45 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape).copy()
 
 
+def idx_names(stem: str) -> list[str]:
+    """The file names accepted for an IDX stem such as ``train-images-idx3-ubyte``: the official name and the
+    mirrors' dotted variant (``train-images.idx3-ubyte``), each raw or gzipped (``.gz``)."""
+    dotted = stem.replace("-idx", ".idx")
+    return [name + gz for name in dict.fromkeys((stem, dotted)) for gz in ("", ".gz")]
+
+
+def find_idx(folder: Path, stem: str) -> Path | None:
+    """The first accepted variant of ``stem`` present in ``folder`` (see ``idx_names``), or None."""
+    return next((folder / n for n in idx_names(stem) if (folder / n).is_file()), None)
+
+
 def _find(folder: Path, stem: str) -> Path:
-    for candidate in (folder / stem, folder / f"{stem}.gz"):
-        if candidate.exists():
-            return candidate
-    raise BnlabError(f"missing {folder / stem}[.gz]; run `bnlab data fetch` or copy the official files there")
+    found = find_idx(folder, stem)
+    if found is None:
+        near = near_misses(folder, (stem,))
+        hint = f" (found {', '.join(p.name for p in near)}: rename it to {stem}[.gz])" if near else ""
+        raise BnlabError(
+            f"missing {folder / stem}[.gz]{hint}; run `bnlab data add NAME FOLDER` or `bnlab data fetch NAME`"
+        )
+    return found
+
+
+def _squash(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def near_misses(folder: Path, stems: tuple[str, ...]) -> list[Path]:
+    """Files in ``folder`` that look like one of ``stems`` but are no accepted name: another case, separator or
+    extension (``.zip``, ``.tar``, ``Train_Images.idx3``, a browser's ``(1)`` copy...)."""
+    if not folder.is_dir():
+        return []
+    accepted = {n for s in stems for n in idx_names(s)}
+    keys = {_squash(s.split("-idx")[0]) for s in stems}  # e.g. "trainimages"
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.name not in accepted and any(k in _squash(p.name) for k in keys)
+    )
 
 
 def check_labels(labels: np.ndarray, num_classes: int, path: Path) -> np.ndarray:
@@ -117,9 +151,9 @@ CIFAR_BATCHES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
 
 
 def missing_idx_files(folder: str | Path) -> list[Path]:
-    """The IDX files (raw or gzipped) of an MNIST-style split that ``folder`` lacks."""
+    """The IDX files (any accepted variant, see ``idx_names``) of an MNIST-style split that ``folder`` lacks."""
     folder = Path(folder)
-    return [folder / s for s in IDX_STEMS if not ((folder / s).exists() or (folder / f"{s}.gz").exists())]
+    return [folder / s for s in IDX_STEMS if find_idx(folder, s) is None]
 
 
 def missing_cifar_files(folder: str | Path) -> list[Path]:

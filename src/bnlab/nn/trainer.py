@@ -131,6 +131,65 @@ def _optimizer(model: BatchedNet, configs: Sequence[NetConfig]) -> BatchedOptimi
     )
 
 
+def default_group_size(model: BatchedNet, device: torch.device) -> int:
+    """Networks per forward/backward pass: all of them, except for CNNs on a CPU, one at a time. Measured on a
+    2-core CPU (benchmarks/nn_sweep.py): the stacked layout's grouped convolutions and (B, N*C, H, W) activations
+    made an M1 step 2x slower per network than N plain convolutions, while stacked dense layers beat per-network
+    ones (M5: 1.5-2x)."""
+    has_conv = any(op[0] == "conv" for op in model.ops or ())
+    return 1 if device.type == "cpu" and has_conv else model.n
+
+
+@dataclass
+class _Group:
+    """Networks ``index`` of the full model, trained as one batched net ``net`` with its optimizer ``opt``."""
+
+    index: torch.Tensor
+    net: BatchedNet
+    opt: BatchedOptimizer
+
+
+class _Workset:
+    """The live networks, split into groups of at most ``size`` that run one after another inside each step.
+
+    Diverged networks are frozen, so they are dropped: ``repack`` writes every group back into the full model
+    (and Adam moments into full-size tensors) and regroups the networks still alive. Each network's arithmetic
+    is independent of which others share its group, so regrouping changes no result beyond GEMM round-off.
+    """
+
+    def __init__(self, model: BatchedNet, configs: Sequence[NetConfig], size: int):
+        self.model, self.configs = model, list(configs)
+        self.size = size if model.ops is not None else model.n
+        self.adam = any(c.optimizer == "adam" for c in self.configs)
+        params = _optimizer(model, configs).params if self.adam else []
+        self.moments = [torch.zeros_like(p) for p in params] + [torch.zeros_like(p) for p in params]
+        self.groups: list[_Group] = []
+        self.steps_done = 0
+        self.repack(torch.arange(model.n, device=next(model.parameters()).device))
+
+    def write_back(self) -> None:
+        for g in self.groups:
+            if g.net is not self.model:
+                self.model.write_back(g.index, g.net)
+            if g.opt.any_adam:  # a group of SGD networks only keeps no moments
+                for full, part in zip(self.moments, g.opt.m + g.opt.v, strict=True):
+                    full.index_copy_(0, g.index, part)
+
+    def repack(self, alive: torch.Tensor) -> None:
+        if self.groups and self.model.ops is None:
+            return  # a net built from bare layers cannot be subset: dead networks stay frozen in its one group
+        self.write_back()
+        self.groups = []
+        n_groups = -(-len(alive) // self.size)
+        for index in alive.tensor_split(n_groups) if n_groups else []:
+            net = self.model.select(index) if len(index) < self.model.n else self.model
+            opt = _optimizer(net, [self.configs[i] for i in index.tolist()])
+            opt.t = self.steps_done
+            for mine, full in zip(opt.m + opt.v, self.moments if opt.any_adam else [], strict=True):
+                mine.copy_(full.index_select(0, index))
+            self.groups.append(_Group(index, net, opt))
+
+
 def train(
     spec: ModelSpec,
     dataset: Dataset,
@@ -146,6 +205,7 @@ def train(
     dtype: torch.dtype = torch.float32,
     model: BatchedNet | None = None,
     eval_chunk: int = 1000,
+    group_size: int | None = None,
     on_log: Callable[[int, BatchedNet], None] | None = None,
 ) -> TrainResult:
     """Train ``len(configs)`` networks of architecture ``spec`` on ``dataset`` for ``steps`` updates, batched.
@@ -155,13 +215,16 @@ def train(
     initialising from the configs' seeds; it is trained in place (pass ``model.spec`` as ``spec``: for a
     ``from_module`` net its ``ModuleSpec``, which names the loss). ``on_log(t, model)`` is called at every logged
     step, before update t+1, e.g. to measure the parameters; it must leave them and the BN statistics as it
-    found them.
+    found them. ``group_size``: networks per batched pass (default ``default_group_size``); results do not
+    depend on it beyond round-off.
     """
     configs = list(configs)
     if not configs:
         raise BnlabError("need at least one network config")
     if steps < 0 or log_every < 1:
         raise BnlabError(f"steps must be >= 0 and log_every >= 1, got {steps}, {log_every}")
+    if group_size is not None and group_size < 1:
+        raise BnlabError(f"group size must be positive, got {group_size}")
     if model is None:
         model = init_batched(
             spec,
@@ -183,42 +246,66 @@ def train(
     test_idx = test_idx[:test_size].to(device)
     x_test, y_test = data.x_test[test_idx], data.y_test[test_idx]
 
-    opt = _optimizer(model, configs)
-    params, buffers = opt.params, list(model.buffers())
     n = model.n
+    model.train()
+    work = _Workset(model, configs, group_size or default_group_size(model, device))
     alive = torch.ones(n, dtype=torch.bool, device=device)
     div_step = torch.full((n,), -1, dtype=torch.int64, device=device)
+    nan = torch.full((n,), float("nan"), dtype=dtype, device=device)
     logs = []
-    model.train()
     for t in range(steps + 1):
         final = t == steps
         log = t % log_every == 0 or final
-        if log:  # parameters after t updates, running statistics after t batches
-            test_loss, test_acc = evaluate(model, x_test, y_test, spec.loss, eval_chunk)
-            if on_log is not None:
-                on_log(t, model)
+        if log and on_log is not None:  # parameters after t updates, running statistics after t batches
+            work.write_back()  # the full model must hold every group's current state
+            on_log(t, model)
         idx = schedule[t]
         xb, yb = data.x_train[idx], data.y_train[idx]
-        saved = [b.clone() for b in buffers]  # BN running stats: restored for networks that fail this step
-        with torch.set_grad_enabled(not final):
-            logits = model(xb)
-            losses = network_losses(logits, yb, spec.loss)
-        ok = alive & torch.isfinite(losses) & (losses <= max_loss)
+        metrics = [nan.clone() for _ in range(4)]  # train loss, train acc, test loss, test acc; NaN if dropped
+        ok = alive.clone()
+        for g in work.groups:
+            if log:  # parameters after t updates, running statistics after t batches
+                for m, v in zip(metrics[2:], evaluate(g.net, x_test, y_test, spec.loss, eval_chunk), strict=True):
+                    m[g.index] = v
+            ok[g.index] = _group_step(
+                g, xb, yb, spec.loss, alive[g.index], max_loss, final, metrics[:2] if log else None
+            )
         if log:
-            logs.append((t, losses.detach().clone(), network_accuracy(logits.detach(), yb), test_loss, test_acc))
-        if not final:
-            # Networks already frozen or failing now contribute zero loss; their (possibly NaN) gradients stay in
-            # their own parameter blocks and are discarded by the optimizer's mask.
-            total = torch.where(ok, losses, torch.zeros((), dtype=dtype, device=device)).sum()
-            grads = list(torch.autograd.grad(total, params))
-            ok = opt.step(grads, ok)
-        with torch.no_grad():
-            for b, s in zip(buffers, saved, strict=True):
-                keep = ok.view(-1, *([1] * (b.dim() - 1))) & (not final)
-                b.copy_(torch.where(keep, b, s))
+            logs.append((t, *metrics))
         div_step = torch.where(alive & ~ok, t, div_step)
+        work.steps_done = t + 1
+        if not final and bool((alive & ~ok).any()):  # frozen from now on: stop computing them
+            work.repack(ok.nonzero().flatten())
         alive = ok
+    work.write_back()
     return _results(configs, logs, div_step.cpu(), model)
+
+
+def _group_step(g: _Group, xb, yb, loss: str, alive, max_loss: float, final: bool, record) -> torch.Tensor:
+    """Forward batch (xb, yb) through group ``g``, update it unless ``final``; return which networks are fine.
+
+    ``record``: [train loss, train acc] full-size vectors to fill at the group's positions, or None.
+    """
+    buffers = list(g.net.buffers())
+    saved = [b.clone() for b in buffers]  # BN running stats: restored for networks that fail this step
+    with torch.set_grad_enabled(not final):
+        logits = g.net(xb)
+        losses = network_losses(logits, yb, loss)
+    ok = alive & torch.isfinite(losses) & (losses <= max_loss)
+    if record is not None:
+        record[0][g.index] = losses.detach()
+        record[1][g.index] = network_accuracy(logits.detach(), yb)
+    if not final:
+        # Networks already frozen or failing now contribute zero loss; their (possibly NaN) gradients stay in
+        # their own parameter blocks and are discarded by the optimizer's mask.
+        total = torch.where(ok, losses, torch.zeros((), dtype=losses.dtype, device=losses.device)).sum()
+        grads = list(torch.autograd.grad(total, g.opt.params))
+        ok = g.opt.step(grads, ok)
+    with torch.no_grad():
+        for b, s in zip(buffers, saved, strict=True):
+            keep = ok.view(-1, *([1] * (b.dim() - 1))) & (not final)
+            b.copy_(torch.where(keep, b, s))
+    return ok
 
 
 def _results(configs: list[NetConfig], logs: list, div_step: torch.Tensor, model: BatchedNet) -> TrainResult:

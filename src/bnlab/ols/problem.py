@@ -10,11 +10,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from scipy.linalg import eigvalsh_tridiagonal
 
 from bnlab.errors import BnlabError
 
-Spacing = Literal["linear", "log"]
+SpectrumKind = Literal["linear", "log", "marchenko-pastur", "spiked"]
+ULaw = Literal["gaussian", "rademacher", "student-t", "sparse"]
 Normalisation = Literal["gaussian", "unit"]
+SPECTRA: tuple[str, ...] = ("linear", "log", "marchenko-pastur", "spiked")
+U_LAWS: tuple[str, ...] = ("gaussian", "rademacher", "student-t", "sparse")
+NORMALISATIONS: tuple[str, ...] = ("gaussian", "unit")
 
 # Relative asymmetry ||H - H^T|| / ||H|| tolerated as round-off from building H numerically.
 _SYMMETRY_RTOL = 1e-10
@@ -124,48 +129,62 @@ class Problem:
     def from_spectrum(
         cls,
         d: int,
-        kappa: float,
-        spacing: Spacing = "linear",
+        kappa: float = 100.0,
+        spectrum: SpectrumKind | None = None,
         seed: int = 0,
         noise: float = 0.0,
         u_norm: Normalisation = "gaussian",
         lambda_min: float = 1.0,
         rotate: bool = True,
+        *,
+        spacing: SpectrumKind | None = None,
+        u_law: ULaw = "gaussian",
+        aspect: float = 4.0,
+        rho: float = 0.5,
+        spikes: int = 1,
+        sparsity: float = 0.1,
+        dof: float = 3.0,
     ) -> Problem:
-        """``H = Q diag(lambda) Q^T`` with Q Haar-random orthogonal and lambda spaced evenly (``linear``) or
-        geometrically (``log``) in ``[lambda_min, kappa * lambda_min]``.
+        """A synthetic problem from one of four spectrum families (``spacing`` is an alias of ``spectrum``):
 
-        ``u = w*`` is standard Gaussian (``u_norm="gaussian"``, so ``||u||^2 ~ d``) or that draw scaled to
-        unit length (``"unit"``); ``c = u^T H u + noise`` where ``noise`` is the label-noise variance.
+        - ``linear`` / ``log``: lambda spaced evenly / geometrically in ``[lambda_min, kappa * lambda_min]``;
+        - ``marchenko-pastur``: ``H = Xc^T Xc / n`` for Gaussian ``X`` (n x d), ``n = round(aspect * d)``,
+          columns centred (so ``Xc^T Xc`` is Wishart with n - 1 degrees of freedom); lambda fills
+          ``[(1 - aspect^-1/2)^2, (1 + aspect^-1/2)^2]`` (``kappa`` and ``lambda_min`` do not apply);
+        - ``spiked``: ``spikes`` equal blocks of equicorrelated features, ``H_b = (1 - rho) I + rho 1 1^T``
+          (one block: the whole equicorrelated matrix). lambda is ``1 - rho + rho m_b`` for a block of m_b
+          features and ``1 - rho`` (d - spikes times): lambda_max grows like ``rho d / spikes``.
 
-        ``rotate=False`` takes ``Q = I`` (H diagonal), skipping the O(d^3) Haar draw that takes minutes at
-        d = 10^4. GD and BNGD are equivariant under rotations and u, w0 are isotropic, so every quantity the
-        dynamics produce has the same distribution either way.
+        ``H = Q diag(lambda) Q^T``: Q is Haar-random for ``linear``, ``log``, ``marchenko-pastur`` (X's law is
+        rotation invariant) and the blocks' own eigenvectors for ``spiked``. ``rotate=False`` takes ``Q = I``
+        (H diagonal), skipping the O(d^3) construction (minutes at d = 10^4); GD and BNGD are equivariant under
+        rotations, so with an isotropic u every quantity the dynamics produce has the same law either way (a
+        Marchenko-Pastur spectrum is then drawn from the bidiagonal Laguerre model, :func:`wishart_eigvals`).
+
+        ``u = w*`` is drawn in the feature coordinates with i.i.d. unit-variance coordinates of law ``u_law``
+        (:func:`draw_vector`), so ``||u||^2 ~ d`` (``u_norm="gaussian"``), or that draw scaled to unit length
+        (``"unit"``). ``c = u^T H u + noise`` where ``noise`` is the label-noise variance.
         """
+        kind = _spectrum_kind(spectrum, spacing)
         if int(d) != d or d < 1:
             raise BnlabError(f"d must be a positive integer, got {d}")
-        if not (np.isfinite(kappa) and kappa >= 1):
-            raise BnlabError(f"kappa must be >= 1, got {kappa}")
-        if not (np.isfinite(lambda_min) and lambda_min > 0):
-            raise BnlabError(f"lambda_min must be > 0, got {lambda_min}")
         if not (np.isfinite(noise) and noise >= 0):
             raise BnlabError(f"noise variance must be >= 0, got {noise}")
-        if spacing not in ("linear", "log"):
-            raise BnlabError(f"spacing must be 'linear' or 'log', got {spacing!r}")
         d = int(d)
         rng = np.random.default_rng(seed)
-        if spacing == "linear":
-            lam = np.linspace(kappa * lambda_min, lambda_min, d)
-        else:
-            lam = np.geomspace(kappa * lambda_min, lambda_min, d)
-        Q = random_orthogonal(d, rng) if rotate else np.eye(d)
-        u = draw_vector(d, u_norm, rng)
-        H = (Q * lam) @ Q.T if rotate else np.diag(lam)
-        u_eig = Q.T @ u
+        lam, Q, H = _family(kind, d, kappa, lambda_min, aspect, rho, spikes, rotate, rng)
+        u = draw_vector(d, u_norm, rng, law=u_law, sparsity=sparsity, dof=dof)
+        u_eig = Q.T @ u if Q is not None else u
         c = float(np.sum(lam * u_eig**2)) + noise
-        desc = f"spectrum d={d} kappa={kappa:g} {spacing} seed={seed} u={u_norm}{'' if rotate else ' Q=I'}"
-        # Built from its own eigendecomposition: keep it exact rather than re-diagonalising H.
-        H = (H + H.T) / 2 if rotate else H
+        params = {
+            "linear": f"kappa={kappa:g}",
+            "log": f"kappa={kappa:g}",
+            "marchenko-pastur": f"aspect={aspect:g}",
+            "spiked": f"rho={rho:g} spikes={spikes}",
+        }[kind]
+        desc = f"{kind} d={d} {params} seed={seed} u={u_law}/{u_norm}{'' if rotate else ' Q=I'}"
+        if Q is None:
+            return cls(H=np.diag(lam), g=lam * u_eig, c=c, eigvals=lam, eigvecs=np.eye(d), description=desc)
         return cls(H=H, g=Q @ (lam * u_eig), c=c, eigvals=lam, eigvecs=Q, description=desc)
 
     # -- derived quantities -------------------------------------------------------------------------------
@@ -231,18 +250,121 @@ def random_orthogonal(d: int, rng: np.random.Generator) -> np.ndarray:
     return q * np.sign(np.diag(r))
 
 
-def draw_vector(d: int, norm: Normalisation, rng: np.random.Generator) -> np.ndarray:
-    """A standard Gaussian vector (``||v||^2 ~ d``), or the same draw scaled to unit length."""
-    if norm not in ("gaussian", "unit"):
+def draw_vector(
+    d: int,
+    norm: Normalisation,
+    rng: np.random.Generator,
+    law: ULaw = "gaussian",
+    sparsity: float = 0.1,
+    dof: float = 3.0,
+) -> np.ndarray:
+    """A vector with i.i.d. zero-mean, unit-variance coordinates (so ``||v||^2 ~ d``), or that draw scaled to
+    unit length (``norm="unit"``).
+
+    ``law``: ``gaussian``; ``rademacher`` (+-1); ``student-t`` with ``dof`` > 2 degrees of freedom, divided
+    by its standard deviation ``sqrt(dof / (dof - 2))`` (heavy tails); ``sparse``: ``max(1, round(sparsity d))``
+    coordinates at random positions are Gaussian times ``sqrt(d / k)``, the others exactly zero.
+    """
+    if norm not in NORMALISATIONS:
         raise BnlabError(f"normalisation must be 'gaussian' or 'unit', got {norm!r}")
-    v = rng.standard_normal(d)
+    if law == "gaussian":
+        v = rng.standard_normal(d)
+    elif law == "rademacher":
+        v = rng.choice(np.array([-1.0, 1.0]), size=d)
+    elif law == "student-t":
+        if not (np.isfinite(dof) and dof > 2):
+            raise BnlabError(f"dof must be > 2 for a Student-t law with finite variance, got {dof}")
+        v = rng.standard_t(dof, size=d) / np.sqrt(dof / (dof - 2))
+    elif law == "sparse":
+        if not (0 < sparsity <= 1):
+            raise BnlabError(f"sparsity must be in (0, 1], got {sparsity}")
+        k = max(1, round(sparsity * d))
+        v = np.zeros(d)
+        v[rng.choice(d, size=k, replace=False)] = rng.standard_normal(k) * np.sqrt(d / k)
+    else:
+        raise BnlabError(f"u_law must be one of {', '.join(U_LAWS)}, got {law!r}")
     return v / np.linalg.norm(v) if norm == "unit" else v
 
 
 def initial_weights(d: int, seeds, norm: Normalisation = "gaussian") -> np.ndarray:
-    """One initial weight vector per seed, shape ``(len(seeds), d)``, each from ``default_rng(seed)``.
+    """One initial weight vector per seed, shape ``(len(seeds), d)``, each from ``default_rng(seed)``: standard
+    Gaussian (``||w0||^2 ~ d``) or unit length. Its scale is set apart from u's (``norm``, not ``u_norm``).
 
     A seed's ``w0`` does not depend on the other seeds in the batch, so a run is reproducible on its own.
     """
     seeds = np.atleast_1d(np.asarray(seeds))
     return np.stack([draw_vector(d, norm, np.random.default_rng([int(s), d, 0x5EED])) for s in seeds])
+
+
+def wishart_eigvals(d: int, dof: int, rng: np.random.Generator) -> np.ndarray:
+    """Eigenvalues (descending) of ``Z^T Z`` for a Gaussian ``Z`` (dof x d, dof >= d), in O(d^2).
+
+    Dumitriu and Edelman's bidiagonal model (beta = 1): ``Z^T Z`` has the law of ``B B^T`` with B lower
+    bidiagonal, diagonal ``chi_dof, chi_{dof-1}, ..., chi_{dof-d+1}`` and subdiagonal ``chi_{d-1}, ..., chi_1``,
+    all independent. ``B B^T`` is tridiagonal: diagonal ``x_i^2 + y_{i-1}^2``, off-diagonal ``x_i y_i``.
+    """
+    x = np.sqrt(rng.chisquare(dof - np.arange(d)))
+    y = np.sqrt(rng.chisquare(np.arange(d - 1, 0, -1))) if d > 1 else np.empty(0)
+    diag = x**2 + np.r_[0.0, y**2]
+    lam = eigvalsh_tridiagonal(diag, x[:-1] * y)
+    return lam[::-1].copy()
+
+
+def _spectrum_kind(spectrum, spacing) -> str:
+    if spectrum is not None and spacing is not None and spectrum != spacing:
+        raise BnlabError(f"spectrum={spectrum!r} and its alias spacing={spacing!r} disagree")
+    kind = spectrum if spectrum is not None else (spacing if spacing is not None else "linear")
+    if kind not in SPECTRA:
+        raise BnlabError(f"spectrum (spacing) must be one of {', '.join(SPECTRA)}, got {kind!r}")
+    return kind
+
+
+def _family(kind, d, kappa, lambda_min, aspect, rho, spikes, rotate, rng):
+    """``(lambda descending, Q or None for the identity, H in feature coordinates or None)`` of a family."""
+    if kind in ("linear", "log"):
+        if not (np.isfinite(kappa) and kappa >= 1):
+            raise BnlabError(f"kappa must be >= 1, got {kappa}")
+        if not (np.isfinite(lambda_min) and lambda_min > 0):
+            raise BnlabError(f"lambda_min must be > 0, got {lambda_min}")
+        spaced = np.linspace if kind == "linear" else np.geomspace
+        lam = spaced(kappa * lambda_min, lambda_min, d)
+        if not rotate:
+            return lam, None, None
+        Q = random_orthogonal(d, rng)
+        return lam, Q, _symmetric((Q * lam) @ Q.T)
+    if kind == "marchenko-pastur":
+        n = round(aspect * d) if np.isfinite(aspect) else 0
+        if not (np.isfinite(aspect) and aspect > 1 and n - 1 >= d):
+            raise BnlabError(f"aspect = n/d must exceed 1 with n - 1 >= d (H positive definite), got {aspect}")
+        if not rotate:
+            return wishart_eigvals(d, n - 1, rng) / n, None, None
+        X = rng.standard_normal((n, d))
+        X -= X.mean(axis=0)
+        return _eigh_desc(_symmetric(X.T @ X / n))
+    # spiked
+    if not (np.isfinite(rho) and 0 <= rho < 1):
+        raise BnlabError(f"rho must be in [0, 1) for a positive definite equicorrelated H, got {rho}")
+    if int(spikes) != spikes or not 1 <= spikes <= d:
+        raise BnlabError(f"spikes must be an integer in [1, d = {d}], got {spikes}")
+    sizes = np.array([len(b) for b in np.array_split(np.arange(d), int(spikes))])
+    lam = np.sort(np.r_[1 - rho + rho * sizes, np.full(d - len(sizes), 1 - rho)])[::-1].copy()
+    if not rotate:
+        return lam, None, None
+    H = np.zeros((d, d))
+    start = 0
+    for m in sizes:
+        H[start : start + m, start : start + m] = rho
+        start += m
+    H[np.diag_indices(d)] = 1.0
+    _, Q, _ = _eigh_desc(H)
+    return lam, Q, H
+
+
+def _eigh_desc(H: np.ndarray):
+    lam, Q = np.linalg.eigh(H)
+    return lam[::-1].copy(), Q[:, ::-1].copy(), H
+
+
+def _symmetric(H: np.ndarray) -> np.ndarray:
+    # Exactly symmetric despite the round-off of the product that built it.
+    return (H + H.T) / 2

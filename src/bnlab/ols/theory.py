@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import brentq
 
+from bnlab.errors import BnlabError
 from bnlab.ols.problem import Problem
 
 # Up to this dimension H*'s spectrum comes from a dense eigensolver; beyond it, from the secular equation.
@@ -57,8 +58,10 @@ def effective_eigvals(problem: Problem) -> np.ndarray:
     """The d - 1 non-zero eigenvalues of ``H*``, descending.
 
     In H's eigenbasis ``H* = diag(lambda) - z z^T / rho`` with ``z = lambda * u`` and ``rho = u^T H u``; a
-    rank-one downdate whose eigenvalues ``mu_j`` lie in ``[lambda_{j+1}, lambda_j]`` and solve the secular
-    equation ``1 = sum_i z_i^2 / (rho (lambda_i - mu))``; the remaining one is 0 (``H* u = 0``).
+    rank-one downdate whose eigenvalues interlace with lambda. Up to d = 2048 a dense eigensolver gives them;
+    beyond, the problem is deflated (:func:`_deflate`) and the rest solve the secular equation
+    ``1 = sum_i z_i^2 / (rho (lambda_i - mu))``, one root between consecutive poles; the remaining
+    eigenvalue is 0 (``H* u = 0``).
     """
     lam, z, rho = problem.eigvals, problem.eigvals * problem.u_eig, problem.u_norm_H2
     if problem.d == 1:
@@ -66,24 +69,48 @@ def effective_eigvals(problem: Problem) -> np.ndarray:
     if problem.d <= _DENSE_MAX_D:
         mu = np.linalg.eigvalsh(np.diag(lam) - np.outer(z, z) / rho)[::-1]
         return mu[:-1]
-    return np.array([_secular_root(lam, z, rho, j) for j in range(problem.d - 1)])
+    fixed, poles, weights = _deflate(lam, z, rho)
+    roots = [_secular_root(poles, weights, j) for j in range(len(poles) - 1)]
+    return np.sort(np.r_[fixed, roots])[::-1].copy()
 
 
-def _secular_root(lam: np.ndarray, z: np.ndarray, rho: float, j: int) -> float:
-    """The eigenvalue of ``diag(lam) - z z^T / rho`` in ``[lam[j+1], lam[j]]``.
+def _deflate(lam: np.ndarray, z: np.ndarray, rho: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split ``diag(lam) - z z^T / rho`` into eigenvalues known outright and a reduced secular problem.
 
-    ``f(mu) = 1 - sum_i z_i^2 / (rho (lam_i - mu))`` falls from +inf to -inf across the interval. The root is
-    found as an offset ``t`` from the nearer pole, with ``lam_i - mu = (lam_i - pole) - t``, so that a root
-    close to a pole keeps its relative precision (the shift LAPACK's dlaed4 uses).
+    - ``z_i = 0`` (u orthogonal to an eigenvector of H, e.g. a sparse u with H diagonal): ``lam_i`` is an
+      eigenvalue of H* and its pole must leave the secular equation (kept, the root found between it and
+      its neighbour would be the pole itself). ``|z_i| <= 8 eps ||z||`` counts as zero: dropping it moves
+      the eigenvalues by at most ``8 eps ||z||^2 / rho <= 8 eps lambda_max``, a dense solver's accuracy.
+    - a repeated eigenvalue (spiked spectra): a rotation inside its eigenspace puts all of z's weight
+      there on one coordinate, ``sqrt(sum z_i^2)``, so ``lam`` stays an eigenvalue (multiplicity - 1).
+
+    Returns ``(fixed eigenvalues, distinct poles descending, weights z^2 / rho > 0)``.
     """
-    lo, hi = lam[j + 1], lam[j]
-    if hi - lo <= 1e-15 * hi or z[j] == 0 or z[j + 1] == 0:
-        return float(lo if z[j + 1] == 0 else hi)  # a repeated eigenvalue or an eigenvector orthogonal to u
-    weights = z**2 / rho
+    zero = np.abs(z) <= 8 * np.finfo(np.float64).eps * np.linalg.norm(z)
+    fixed = [lam[zero]]
+    lam_r, w_r = lam[~zero], z[~zero] ** 2 / rho
+    # Groups of equal eigenvalues (lam descending): a new group starts where lam drops by more than round-off.
+    new_group = np.r_[True, lam_r[:-1] - lam_r[1:] > 4 * np.finfo(np.float64).eps * lam_r[:-1]]
+    group = np.cumsum(new_group) - 1
+    poles = lam_r[new_group]
+    weights = np.bincount(group, weights=w_r, minlength=len(poles))
+    fixed.append(np.repeat(poles, np.bincount(group) - 1))
+    return np.concatenate(fixed), poles, weights
+
+
+def _secular_root(poles: np.ndarray, weights: np.ndarray, j: int) -> float:
+    """The root of ``f(mu) = 1 - sum_i weights_i / (poles_i - mu)`` in ``(poles[j+1], poles[j])``.
+
+    The poles are distinct and the weights positive (after :func:`_deflate`), so f falls from +inf to -inf
+    across the interval. The root is found as an offset ``t`` from the nearer pole, with
+    ``poles_i - mu = (poles_i - pole) - t``, so that a root close to a pole keeps its relative precision (the
+    shift LAPACK's dlaed4 uses).
+    """
+    lo, hi = poles[j + 1], poles[j]
     mid = 0.5 * (lo + hi)
-    near_hi = 1.0 - float(np.sum(weights / (lam - mid))) >= 0  # f decreasing: the root lies above mid
+    near_hi = 1.0 - float(np.sum(weights / (poles - mid))) >= 0  # f decreasing: the root lies above mid
     pole = hi if near_hi else lo
-    offsets = lam - pole
+    offsets = poles - pole
 
     def secular(t: float) -> float:
         return 1.0 - float(np.sum(weights / (offsets - t)))
@@ -99,8 +126,10 @@ def effective_extremes(problem: Problem) -> tuple[float, float]:
     if problem.d <= _DENSE_MAX_D:
         mu = effective_eigvals(problem)
         return float(mu[0]), float(mu[-1])
-    lam, z, rho = problem.eigvals, problem.eigvals * problem.u_eig, problem.u_norm_H2
-    return _secular_root(lam, z, rho, 0), _secular_root(lam, z, rho, problem.d - 2)
+    fixed, poles, weights = _deflate(problem.eigvals, problem.eigvals * problem.u_eig, problem.u_norm_H2)
+    ends = [_secular_root(poles, weights, 0), _secular_root(poles, weights, len(poles) - 2)] if len(poles) > 1 else []
+    candidates = np.r_[fixed, ends]
+    return float(candidates.max()), float(candidates.min())
 
 
 def kappa_star(problem: Problem) -> float:
@@ -133,6 +162,129 @@ def bngd_optimal_rate(problem: Problem) -> float:
 def effective_step_size(eps, a, w_norm_H) -> np.ndarray:
     """``eps_hat = eps a^2 / ||w||_H^2`` (SPEC F6)."""
     return np.asarray(eps) * np.asarray(a) ** 2 / np.asarray(w_norm_H) ** 2
+
+
+# -- BNGD's learning-rate window (eps_a = 1) --------------------------------------------------------------
+def bngd_optimal_eff_step(problem: Problem) -> float:
+    """``eps_hat_opt = 2 / (lambda*_max + lambda*_min)``, the effective step minimising ``rho*``."""
+    hi, lo = effective_extremes(problem)
+    return 2.0 / (hi + lo)
+
+
+@dataclass(frozen=True)
+class WindowLaw:
+    """BNGD's predicted ``F``-window of eps (steps to a tolerance within ``F`` times the best), per run.
+
+    ``eps_lo`` and ``eps_hi`` are the eps at which the limit effective step equals ``eps_hat_opt`` on the
+    small-eps flank (w does not grow) and on the large-eps flank (the first step sets ``||w||``); the window is
+    ``[eps_lo / s, s eps_hi]`` with ``s = eps_hat_opt / eps_hat_F`` (``F`` for large kappa*), ``width`` its
+    length in decades.
+    """
+
+    eps_lo: np.ndarray
+    eps_hi: np.ndarray
+    factor: float
+    flank: float  # s = eps_hat_opt / eps_hat_F
+
+    @property
+    def lower(self) -> np.ndarray:
+        return self.eps_lo / self.flank
+
+    @property
+    def upper(self) -> np.ndarray:
+        return self.eps_hi * self.flank
+
+    @property
+    def width(self) -> np.ndarray:
+        return np.log10(self.upper / self.lower)
+
+
+def window_law(problem: Problem, w0, a0=1.0, factor: float = 10.0, tol: float | None = None) -> WindowLaw:
+    """The window law of BNGD with ``eps_a = 1`` and tolerance-based step counts (SPEC section 2b).
+
+    At the limit w is parallel to u, so ``||w_inf||_H = ||w_inf|| a* / ||u||`` with ``a* = ||u||_H`` and the
+    effective step is ``eps_hat_inf = eps a*^2 / ||w_inf||_H^2 = eps ||u||^2 / ||w_inf||^2``. By F3,
+    ``||w_inf||^2 = ||w0||^2 + sum_k eps^2 ||grad_w J_k||^2``:
+
+    - small eps: w barely grows, ``eps_hat_inf = eps ||u||^2 / ||w0||^2``, which is ``eps_hat_opt`` at
+      ``eps_lo = eps_hat_opt ||w0||^2 / ||u||^2``;
+    - large eps: the first step dominates, ``||w_1||^2 ~ eps^2 G^2`` with ``G = ||grad_w J(a0, w0)||``
+      (later steps add little once ``eps_hat`` is under the stability edge), so
+      ``eps_hat_inf = ||u||^2 / (eps G^2)``, which is ``eps_hat_opt`` at ``eps_hi = ||u||^2 / (eps_hat_opt G^2)``.
+
+    Past the transient the steps to a tolerance are ``log(1/tol) / -log rho*(eps_hat)^2``, and for
+    ``eps_hat <= eps_hat_opt`` ``rho* = 1 - eps_hat lambda*_min``: they grow like ``1 / eps_hat`` on both flanks.
+    They reach F times the best at ``eps_hat_F``, where ``-log rho*(eps_hat_F) = -log rho*(eps_hat_opt) / F``,
+    i.e. ``eps_hat_F = (1 - rho_opt^(1/F)) / lambda*_min`` (``rho_opt = (kappa* - 1)/(kappa* + 1)``), which is
+    ``eps_hat_opt / F`` for large kappa*. The ``F``-window is ``[eps_lo s, eps_hi / s]`` with
+    ``s = eps_hat_F / eps_hat_opt``, i.e. ``[eps_lo / F, F eps_hi]`` for large kappa*. ``||w0||`` cancels
+    from the width (it multiplies ``eps_lo`` by ``||w0||^2`` and ``G^2`` by ``||w0||^-2``): it shifts the
+    window and does not widen it. ``a0 = 0`` leaves w where it is for one step; the second step, with
+    ``a_1 = w0^T g / ||w0||_H``, then plays the first one's role.
+
+    With ``tol`` (steps counted to ``gap <= tol gap_0``), the upper end also counts what the first step buys:
+    for large eps it puts w along ``-grad_w J(a0, w0)``, leaving the direction part of the gap at
+    ``r = ||e_1||_H^2 / ||e_0||_H^2`` (``e = u - (w^T g / ||w||_H^2) w``), so the flank needs
+    ``log(r / tol) / log(1 / tol)`` of the steps and the upper end moves out by the inverse of that. It matters
+    where H is near isotropic (the gradient then points close to u: small d on spiked spectra).
+
+    Args:
+        problem: the least-squares problem.
+        w0: initial weights, ``(d,)`` or a batch ``(B, d)``, in the original coordinates.
+        a0: initial BN scale(s), scalar or ``(B,)``.
+        factor: F > 1.
+        tol: the tolerance the steps are counted to, or None to leave out the first step's gain.
+    Returns:
+        :class:`WindowLaw` with ``(B,)`` arrays (0-d for a single ``w0`` and scalar ``a0``).
+    """
+    if not factor > 1:
+        raise BnlabError(f"factor must be > 1, got {factor}")
+    single = np.ndim(w0) == 1 and np.ndim(a0) == 0
+    w = np.atleast_2d(np.asarray(w0, dtype=np.float64)) @ problem.eigvecs
+    lam, g = problem.eigvals, problem.g_eig
+    whw = (w * w) @ lam
+    wg = w @ g
+    a = np.asarray(a0, dtype=np.float64)
+    a = np.where(a == 0, wg / np.sqrt(whw), a)
+    grad = (a / np.sqrt(whw))[:, None] * (g - (wg / whw)[:, None] * lam * w)  # -grad_w J(a0, w0)
+    u_norm = float(np.linalg.norm(problem.u_eig))
+    a_star = float(np.sqrt(problem.u_norm_H2))
+    hi, lo = effective_extremes(problem)
+    eh_opt = 2.0 / (hi + lo)
+    rho_opt = float(bngd_rate(problem, eh_opt))
+    eh_f = -np.expm1(np.log(rho_opt) / factor) / lo if rho_opt > 0 else eh_opt / factor
+    # eps_hat_inf per unit eps when ||w_inf|| = ||w0||, and times eps when ||w_inf|| = eps G.
+    slope_small = effective_step_size(1.0, a_star, np.linalg.norm(w, axis=1) * a_star / u_norm)
+    slope_large = effective_step_size(1.0, a_star, np.linalg.norm(grad, axis=1) * a_star / u_norm)
+    eps_lo, eps_hi = eh_opt / slope_small, slope_large / eh_opt
+    if tol is not None:
+        if not 0 < tol < 1:
+            raise BnlabError(f"tol must be in (0, 1), got {tol}")
+        kept = _direction_gap(problem, grad) / _direction_gap(problem, w)
+        eps_hi = eps_hi * np.log(1 / tol) / np.maximum(np.log(kept / tol), np.finfo(np.float64).tiny)
+    if single:
+        eps_lo, eps_hi = eps_lo[0], eps_hi[0]
+    return WindowLaw(eps_lo=eps_lo, eps_hi=eps_hi, factor=float(factor), flank=float(eh_opt / eh_f))
+
+
+def _direction_gap(problem: Problem, w: np.ndarray) -> np.ndarray:
+    """``||e||_H^2`` with ``e = u - (w^T g / ||w||_H^2) w``, for eigenbasis weights ``w`` (B, d)."""
+    lam, g, u = problem.eigvals, problem.g_eig, problem.u_eig
+    e = u - ((w @ g) / ((w * w) @ lam))[:, None] * w
+    return (e * e) @ lam
+
+
+def window_width_isotropic(problem: Problem, a0: float = 1.0, factor: float = 10.0) -> float:
+    """The window law's width for isotropic u and w0 in high dimension, in decades:
+    ``2 log10 F + log10[(a*/a0)^2 (lambda*_max + lambda*_min)^2 / (4 m2)]`` with ``m2`` the mean of lambda^2.
+
+    From :func:`window_law` with ``||g||^2 ~ ||u||^2 m2``, ``||w0||_H^2 ~ ||w0||^2 m1`` and
+    ``a*^2 ~ ||u||^2 m1`` (``m1`` the mean of lambda), the projection term of the gradient being O(1/d).
+    """
+    hi, lo = effective_extremes(problem)
+    m2 = float(np.mean(problem.eigvals**2))
+    ratio = problem.u_norm_H2 / a0**2 * (hi + lo) ** 2 / (4 * m2)
+    return float(2 * np.log10(factor) + np.log10(ratio))
 
 
 # -- measuring on trajectories ----------------------------------------------------------------------------

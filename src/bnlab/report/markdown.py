@@ -21,8 +21,11 @@ def render_markdown(summary: dict[str, Any]) -> str:
         verdict = "reproduced" if row["reproduced"] else "**not reproduced**"
         lines.append(
             f"| {row['row']} | {row['gd']} | {row['bngd']} | {', '.join(row['experiments'])} | "
-            f"{verdict} ({row['claims_held']}/{row['claims_total']} claims) |"
+            f"{verdict} ({row['claims_held']}/{row['claims_total']} claims)"
+            + (f": {row['note'].split('. ')[0].lower()} |" if row.get("note") else " |")
         )
+    notes = [f"- **{row['row']}**: {row['note']}" for row in summary["rows"] if row.get("note")]
+    lines += ["", *notes] if notes else []
     lines += [
         "",
         "## Predictions beside measurements",

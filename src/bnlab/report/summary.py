@@ -64,6 +64,7 @@ def row_verdicts(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
                 "claims_held": held,
                 "reproduced": held == len(claims),
                 "failing": [f"{o.experiment.name}: {c.claim}" for o in members for c in o.claims if not c.holds],
+                "note": " ".join(note(o.claims) for o in members if (note := getattr(o.experiment, "row_note", None))),
             }
         )
     return rows
