@@ -108,13 +108,11 @@ def _bngd_loop(lam, g, u, w0, a0, eps, eps_a, recorded, a_bound, whw_bound, lane
             div[j] = -1 if alive[j] else 0
         t = 0
         for k in range(steps + 1):
-            for j in range(lanes):
-                if alive[j]:
-                    c[j], r[j], a_next[j] = _nb_bngd_coefficients(
-                        a[j], wg[j], whw[j], math.sqrt(whw[j]), eps_b[j], eps_a_b[j]
-                    )
-                else:
-                    r[j] = wg[j] / whw[j]
+            for j in range(lanes):  # branch-free so that it vectorises; a frozen run keeps c = 0
+                cj, r[j], a_next[j] = _nb_bngd_coefficients(
+                    a[j], wg[j], whw[j], math.sqrt(whw[j]), eps_b[j], eps_a_b[j]
+                )
+                c[j] = cj if alive[j] else 0.0
             observe = k == recorded[t]
             if k == steps:
                 c[:] = 0.0  # the last recorded state: observe only
