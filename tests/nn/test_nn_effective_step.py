@@ -36,7 +36,7 @@ def test_effective_step_tracking_small_grid(tmp_path):
     claims = {c.id: c for c in outcome.claims}
     assert claims["nn-effective-step.norm-never-decreases"].holds
     for layer in (1, 4):
-        assert np.isfinite(claims[f"nn-effective-step.edge.layer{layer}"].measured)
+        assert np.isfinite(claims[f"nn-effective-step.under-edge.layer{layer}"].measured)
         # Smallest rates: ||W|| has barely moved in 100 steps, so eff_step grows like lr.
         assert claims[f"nn-effective-step.small-lr-slope.layer{layer}"].holds
     assert (tmp_path / "nn-effective-step").exists() and len(outcome.figures) == 6

@@ -62,7 +62,7 @@ class DimensionConfig(FamilyConfig, CompiledConfig, SeedsConfig):
     """
 
     PROFILES = {
-        "quick": {"compile": False},
+        "quick": {},
         "paper": {"dims": [10, 100, 1000, 10000], "spiked_dims": [30, 100, 300, 1000], "seeds": 3},
     }
 

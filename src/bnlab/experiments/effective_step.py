@@ -26,7 +26,7 @@ from bnlab.ols import bngd, initial_weights, theory
 class EffectiveStepConfig(SpectrumConfig, CompiledConfig, EpsGridConfig, SeedsConfig):
     """eps_hat_k over k and eps_hat_inf vs eps: slope 1, plateau just under 2/lambda*_max, slope -1."""
 
-    PROFILES = {"quick": {"compile": False}, "paper": {"num_eps": 241, "seeds": 5, "steps": 10000}}
+    PROFILES = {"quick": {}, "paper": {"num_eps": 241, "seeds": 5, "steps": 10000}}
 
     steps: int = Field(3000, ge=10)
     record_every: int = Field(10, ge=1)

@@ -30,7 +30,7 @@ class OverparamConfig(FamilyConfig, CompiledConfig):
     """kappa vs kappa* over problem families, interlacing vs brute force, best rates of GD and BNGD."""
 
     PROFILES = {
-        "quick": {"compile": False},
+        "quick": {},
         "paper": {
             "dims": [3, 10, 30, 100, 300, 1000],
             "kappas": [10, 100, 1000, 10000],

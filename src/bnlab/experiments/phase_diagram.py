@@ -29,7 +29,7 @@ class PhaseDiagramConfig(SpectrumConfig, CompiledConfig, EpsGridConfig, SeedsCon
     """Where BNGD converges in the (eps, eps_a) plane, including eps_a in (1, 2] and beyond 2."""
 
     PROFILES = {
-        "quick": {"compile": False},
+        "quick": {},
         "paper": {"num_eps": 241, "seeds": 5, "steps": 5000, "eps_a": PAPER_EPS_A},
     }
 

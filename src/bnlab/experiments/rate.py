@@ -34,7 +34,7 @@ class RateConfig(SpectrumConfig, CompiledConfig, SeedsConfig):
     """Measured asymptotic contraction vs rho(eps)^2 (GD) and rho*(eps_hat_inf)^2 (BNGD), per eps."""
 
     PROFILES = {
-        "quick": {"compile": False},
+        "quick": {},
         "paper": {"num_eps": 61, "seeds": 5, "steps": 60000, "record_every": 10},
     }
 

@@ -184,8 +184,8 @@ def gd(
 
     The excess loss is ``J0(w) - J* = (w - u)^T H (w - u) / 2``, computed from ``v = w - u`` directly so
     that it keeps full relative precision near the optimum. A run is frozen before the step that would take
-    its gap past ``min(growth * gap_0, cap)`` (``kernels.blowup_bounds`` of ``dtype``). ``compile``: see the
-    module docstring.
+    its gap past ``min(growth * gap_0, cap)`` (``kernels.blowup_bounds`` of ``dtype``); a run whose gap falls
+    below ``kernels.gd_floor`` is set to the optimum exactly. ``compile``: see the module docstring.
     """
     w0_np = _initial_w(problem, w0, seed, w0_norm)
     eps_np, recorded, B, dev, engine = _setup(problem, eps, steps, record_every, device, dtype, compile, len(w0_np))
@@ -194,12 +194,13 @@ def gd(
     with _calling_thread_blas():
         v0 = w0_np @ problem.eigvecs - problem.u_eig
         gap0 = 0.5 * (v0 * v0) @ lam
-    bound = np.minimum(growth * np.maximum(gap0, np.finfo(_DTYPES[dtype]).tiny), cap)
+    tiny = float(np.finfo(_DTYPES[dtype]).tiny)
+    bound, floor = np.minimum(growth * np.maximum(gap0, tiny), cap), kernels.gd_floor(tiny)
     if engine == "numba":
-        excess, v, diverged_at = _gd_numba(lam, v0, eps_np, recorded, bound, B, _DTYPES[dtype])
+        excess, v, diverged_at = _gd_numba(lam, v0, eps_np, recorded, bound, floor, B, _DTYPES[dtype])
     else:
         excess, v, diverged_at = torch_engine.gd_run(
-            lam, v0, eps_np, recorded, bound, B, dev, dtype, engine == "torch-compiled"
+            lam, v0, eps_np, recorded, bound, floor, B, dev, dtype, engine == "torch-compiled"
         )
     with _calling_thread_blas():
         w_final = (v + problem.u_eig) @ problem.eigvecs.T
@@ -213,12 +214,21 @@ def gd(
     )
 
 
-def _gd_numba(lam, v0, eps, recorded, bound, B, dtype):
+def _gd_numba(lam, v0, eps, recorded, bound, floor, B, dtype):
     v0_l, eps_l, bound_l = (_lanes(x, B, dtype, kernels.GD_LANES) for x in (v0, eps, bound))
     out = np.empty((len(recorded), len(eps_l)), dtype)
     v, diverged_at = np.empty_like(v0_l), np.empty(len(eps_l), np.int64)
     kernels.gd_loop(
-        lam.astype(dtype), v0_l, eps_l, recorded.astype(np.int64), bound_l, kernels.GD_LANES, out, v, diverged_at
+        lam.astype(dtype),
+        v0_l,
+        eps_l,
+        recorded.astype(np.int64),
+        bound_l,
+        floor,
+        kernels.GD_LANES,
+        out,
+        v,
+        diverged_at,
     )
     return out[:, :B], v[:B], diverged_at[:B]
 

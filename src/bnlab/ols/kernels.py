@@ -84,6 +84,13 @@ def blowup_bounds(max_value: float) -> tuple[float, float, float, float]:
     return 10.0 ** (100 * scale), 10.0 ** (250 * scale), 10.0 ** (100 * scale), 10.0 ** (250 * scale)
 
 
+def gd_floor(tiny: float) -> float:
+    """The GD gap below which a run is set to the optimum exactly: ``sqrt(tiny)`` of the type (1.5e-154 in
+    float64). Below it the error's squares are subnormal numbers, which x86 CPUs process ~100x slower, and the
+    gap is far below any tolerance a sweep measures (float64 runs start at gaps of order 1..d)."""
+    return math.sqrt(tiny)
+
+
 # -- the fused loops ------------------------------------------------------------------------------------
 # Each loop takes its block width ``lanes`` as a runtime value: numba disables LLVM's SLP vectoriser, so a
 # compile-time width would be unrolled into scalar code; a runtime width keeps the inner loop a vector loop.
@@ -181,9 +188,10 @@ def _bngd_record(a, wg, whw, e_h2, ww, eps, out_t):
         out_t[4, j] = _nb_effective_step(a[j], whw[j], eps[j])
 
 
-def _gd_loop(lam, v0, eps, recorded, bound, lanes, out, v_final, diverged_at):
+def _gd_loop(lam, v0, eps, recorded, bound, floor, lanes, out, v_final, diverged_at):
     """GD on ``v = w - u`` for ``B`` runs (a multiple of ``lanes``); ``out[t, run]`` = ``J0 - J*`` at step
-    ``recorded[t]``. A run whose next gap would pass its ``bound`` is frozen."""
+    ``recorded[t]``. A run whose next gap would pass its ``bound`` is frozen; one whose gap falls below ``floor``
+    (``gd_floor``) is at the optimum to the type's resolution and is set to it exactly."""
     d, B, dtype = lam.shape[0], v0.shape[0], v0.dtype
     steps = recorded[-1]
     for blk in numba.prange(B // lanes):
@@ -210,7 +218,10 @@ def _gd_loop(lam, v0, eps, recorded, bound, lanes, out, v_final, diverged_at):
             for r in range(lanes):
                 if not alive[r]:
                     continue
-                if gap_next[r] <= bound_b[r]:
+                if gap_next[r] < floor:  # at the optimum: zero, not a walk through subnormal numbers
+                    v_next[:, r] = 0.0
+                    gap[r] = 0.0
+                elif gap_next[r] <= bound_b[r]:
                     gap[r] = gap_next[r]
                 else:  # freeze at step k; a factor of one makes later passes copy the column exactly
                     alive[r] = False

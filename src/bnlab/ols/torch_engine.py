@@ -53,21 +53,24 @@ def _drive(advance, state, recorded, record, compiled: bool):
 
 # -- GD --------------------------------------------------------------------------------------------------
 def gd_advance(state, k, n: int):
-    """``n`` GD steps of ``(v, factor, gap, bound, alive, diverged_at)`` from step ``k`` (a 0-d tensor)."""
-    v, factor, gap, bound, alive, diverged_at, lam = state
+    """``n`` GD steps of ``(v, factor, gap, bound, alive, diverged_at, lam, floor)`` from step ``k`` (a 0-d tensor)."""
+    v, factor, gap, bound, alive, diverged_at, lam, floor = state
     for i in range(n):
         v_next = v * factor
         gap_next = 0.5 * (v_next * v_next) @ lam
+        at_optimum = gap_next < floor  # set to the optimum exactly (``kernels.gd_floor``)
+        v_next = torch.where(at_optimum[:, None], 0.0, v_next)
+        gap_next = torch.where(at_optimum, 0.0, gap_next)
         freeze = alive & ~(gap_next <= bound)
         v = torch.where(freeze[:, None], v, v_next)
         gap = torch.where(freeze, gap, gap_next)
         factor = torch.where(freeze[:, None], 1.0, factor)  # a frozen run's later steps copy it exactly
         diverged_at = torch.where(freeze, k + i + 1, diverged_at)
         alive = alive & ~freeze
-    return v, factor, gap, bound, alive, diverged_at, lam
+    return v, factor, gap, bound, alive, diverged_at, lam, floor
 
 
-def gd_run(lam, v0, eps, recorded, bound, B, device, dtype, compiled: bool):
+def gd_run(lam, v0, eps, recorded, bound, floor, B, device, dtype, compiled: bool):
     """GD from ``v0`` (B or 1, d): returns ``(gap (T, B), v_final (B, d), diverged_at (B,))`` as NumPy."""
     kw = {"dtype": dtype, "device": device}
     lam_t, v = _tensor(lam, None, kw), _tensor(v0, B, kw)
@@ -80,7 +83,7 @@ def gd_run(lam, v0, eps, recorded, bound, B, device, dtype, compiled: bool):
     def record(t, state):
         out[t] = state[2]
 
-    state = (v, factor, gap, _tensor(bound, B, kw), alive, diverged_at, lam_t)
+    state = (v, factor, gap, _tensor(bound, B, kw), alive, diverged_at, lam_t, floor)
     state = _drive(gd_advance, state, recorded, record, compiled)
     return out.cpu().numpy(), state[0].cpu().numpy(), state[5].cpu().numpy()
 
