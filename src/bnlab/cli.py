@@ -290,11 +290,21 @@ def reproduce(profile, only, overrides, families, device, out, executor, workers
                 executor=runner,
                 progress=not no_progress,
             )
-            console.print(f"  {'reused' if outcome.reused else 'computed'}: run {outcome.store.run_id}")
+            done = "reused" if outcome.reused else "computed"
+            console.print(f"  {done}: run {outcome.store.run_id}{_times(outcome)}")
             outcomes.append(outcome)
     html_path, json_path = build_report(out, outcomes, profile)
     _print_verdicts(outcomes)
     console.print(f"report: {html_path}\nsummary: {json_path}")
+
+
+def _times(outcome) -> str:
+    """``", 12.3 s wall, 11.9 s CPU"`` from the run's record (its compute only, summing resumed parts)."""
+    run = outcome.store.read_run()
+    if outcome.reused or "wall_s" not in run:
+        return ""
+    cpu = f", {run['cpu_s']:.1f} s CPU" if "cpu_s" in run else ""
+    return f", {run['wall_s']:.1f} s wall{cpu}"
 
 
 def _route_overrides(items, names: list[str]) -> dict[str, list[str]]:

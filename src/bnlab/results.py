@@ -20,7 +20,18 @@ import pandas as pd
 from bnlab.errors import BnlabError
 from bnlab.sweep import ResultStore, RunStore
 
-_RUN_COLUMNS = ["run_id", "experiment", "profile", "status", "claims", "wall_s", "chunks", "devices", "created"]
+_RUN_COLUMNS = [
+    "run_id",
+    "experiment",
+    "profile",
+    "status",
+    "claims",
+    "wall_s",
+    "cpu_s",
+    "chunks",
+    "devices",
+    "created",
+]
 
 
 def _store(out: str | os.PathLike) -> ResultStore:
@@ -62,7 +73,7 @@ def _devices(run: RunStore) -> str:
 
 def runs(out: str | os.PathLike, experiment: str | None = None) -> pd.DataFrame:
     """One row per run under ``out`` (oldest first): its id, experiment, profile, status (complete or
-    incomplete), claims held/total, compute wall time, chunks, the devices its chunks were computed on, and a
+    incomplete), claims held/total, compute wall and CPU time, chunks, the devices its chunks were computed on, and a
     ``config`` column (the resolved config as a dict)."""
     rows = []
     for run in _store(out).runs(experiment):
@@ -75,6 +86,7 @@ def runs(out: str | os.PathLike, experiment: str | None = None) -> pd.DataFrame:
                 "status": "complete" if run.complete else "incomplete",
                 "claims": _claims(run),
                 "wall_s": meta.get("wall_s"),
+                "cpu_s": meta.get("cpu_s"),
                 "chunks": len(run.manifest()),
                 "devices": _devices(run),
                 "created": meta.get("created"),

@@ -83,8 +83,29 @@ def _final(widths_bn, widths_plain):
     for bn, widths in ((True, widths_bn), (False, widths_plain)):
         for seed, w in enumerate(widths):
             for i, lr in enumerate(lrs):
-                rows.append({"bn": bn, "seed": seed, "lr": lr, "test_acc": 0.9 if i <= w else 0.1, "diverged": False})
+                acc = 0.9 if i <= w else 0.1
+                rows.append({"bn": bn, "seed": seed, "lr": lr, "test_acc": acc, "end_acc": acc, "diverged": False})
     return pd.DataFrame(rows)
+
+
+def test_end_of_training_accuracy_averages_the_last_evaluations_and_zeroes_diverged_networks():
+    import pandas as pd
+
+    from bnlab.experiments.nn_common import end_of_training
+
+    # Two chunks with a network 0 each (net numbers repeat across chunks); chunk b's network diverged at step 90.
+    steps = [0, 50, 80, 90, 100]
+    history = pd.DataFrame(
+        [
+            {"chunk": "a", "net": 0, "step": t, "test_acc": acc, "diverged": False}
+            for t, acc in zip(steps, [0.1, 0.5, 0.6, 0.9, 0.6], strict=True)
+        ]
+        + [{"chunk": "b", "net": 0, "step": t, "test_acc": 0.8, "diverged": t >= 90} for t in steps]
+    )
+    final = end_of_training(history, 100, 0.2).set_index("chunk")
+    assert final.end_acc["a"] == pytest.approx(0.7)  # steps 80, 90, 100
+    assert final.end_acc["b"] == 0.0 and final.test_acc["a"] == 0.6  # the snapshot column is kept as it was
+    assert end_of_training(history, 100, 0.0).set_index("chunk").end_acc["a"] == pytest.approx(0.6)
 
 
 def test_windows_per_seed_and_the_verdict_needs_the_interval_above_zero():

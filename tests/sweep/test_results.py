@@ -24,7 +24,7 @@ def test_runs_lists_every_run_with_its_status_claims_and_time(two_runs):
     runs = bnlab.results.runs(two_runs)
     assert runs.experiment.tolist() == ["convergence", "convergence", "scaling-law"]
     assert (runs.status == "complete").all() and (runs.profile == "quick").all()
-    assert runs.claims.str.fullmatch(r"\d+/\d+").all() and (runs.wall_s > 0).all()
+    assert runs.claims.str.fullmatch(r"\d+/\d+").all() and (runs.wall_s > 0).all() and (runs.cpu_s > 0).all()
     assert runs.chunks.tolist()[:2] == [1, 2] and (runs.devices == "cpu").all()
     assert bnlab.results.differing(list(runs.config[:2])) == ["seeds"]
 

@@ -109,7 +109,7 @@ def run_experiment(
     reused = store.complete
     if not reused:
         before = store.read_run() if store.exists else {}
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         try:
             experiment.run(config, RunContext(store=store, executor=executor or LocalExecutor(), progress=progress))
             store.mark_complete()
@@ -117,6 +117,9 @@ def run_experiment(
             if store.exists:
                 store.record(
                     wall_s=round(before.get("wall_s", 0.0) + time.perf_counter() - start, 3),
+                    # user + system time of this process, every thread: on a shared machine the wall time
+                    # grows with the other jobs' load, the CPU time much less.
+                    cpu_s=round(before.get("cpu_s", 0.0) + time.process_time() - cpu_start, 3),
                     computed=before.get("computed", 0) + len(store.computed),
                     profile=profile,
                 )
