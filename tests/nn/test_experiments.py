@@ -151,3 +151,13 @@ def test_bn_parameter_figure_draws_the_plain_baseline_once(monkeypatch):
     labels = [t.get_text() for t in figures[0].axes[0].get_legend().get_texts()]
     assert labels == ["no BN", "BN, bn_lr=0.1", "BN, bn_lr=1"]
     assert len(figures[0].axes[0].patches) >= 3  # a shaded window per series
+
+
+def test_gamma_init_sweeps_the_weights_rate_with_gamma_on_a_fixed_rate(tmp_path):
+    overrides = {**TINY, "num_lr": 5, "steps": 20, "log_every": 10, "gamma_inits": [1e-8, 1.0], "bn_lr": 0.5}
+    out = run_experiment("nn-gamma-init", tmp_path, overrides=overrides, progress=False)
+    final = out.store.read_table("final")
+    bn = final[final.bn]
+    assert sorted(bn.gamma_init.unique()) == [1e-8, 1.0] and (bn.bn_lr == 0.5).all()
+    assert bn.lr.nunique() == 5 and len(final[~final.bn]) == 5  # one plain baseline, not one per gamma
+    assert [c.id for c in out.claims] == ["nn-gamma-init.bn-robust"]

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from bnlab.device import resolve_device
 from bnlab.errors import BnlabError
 from bnlab.experiments.base import Claim, Experiment, RunContext, get
@@ -110,10 +112,16 @@ def run_experiment(
     if not reused:
         before = store.read_run() if store.exists else {}
         start, cpu_start = time.perf_counter(), time.process_time()
+        threads = torch.get_num_threads()
         try:
             experiment.run(config, RunContext(store=store, executor=executor or LocalExecutor(), progress=progress))
             store.mark_complete()
         finally:  # an interrupted run keeps its wall time and count too (only if its folder exists)
+            # numba's OpenMP pool shares torch's libgomp and sets the process's OpenMP thread count to its own
+            # (every core) when it starts: without this, every experiment after a least-squares one ran torch
+            # with 2 threads whatever OMP_NUM_THREADS said, and on a loaded 2-core machine the second thread's
+            # barrier spinning took half the CPU time (measured 2026-11-26: 160 of 330 s in one reproduce).
+            torch.set_num_threads(threads)
             if store.exists:
                 store.record(
                     wall_s=round(before.get("wall_s", 0.0) + time.perf_counter() - start, 3),
