@@ -109,6 +109,16 @@ def test_spiked_spectrum_is_block_equicorrelated_and_its_top_grows_with_d():
     np.testing.assert_allclose(tops, [5.5, 50.5, 500.5])
 
 
+@pytest.mark.parametrize(("d", "spikes"), [(2, 1), (9, 3), (10, 1), (41, 4), (7, 7)])
+def test_spiked_eigenbasis_in_closed_form_diagonalises_h(d, spikes):
+    """The block means and Helmert vectors are an orthonormal eigenbasis of H (no dense eigensolver)."""
+    p = Problem.from_spectrum(d, spectrum="spiked", rho=0.3, spikes=spikes, seed=4)
+    Q = p.eigvecs
+    np.testing.assert_allclose(Q.T @ Q, np.eye(d), atol=1e-14)
+    np.testing.assert_allclose(p.H @ Q, Q * p.eigvals, atol=1e-13)
+    np.testing.assert_allclose(p.eigvals, np.linalg.eigvalsh(p.H)[::-1], atol=1e-13)
+
+
 @pytest.mark.parametrize("law", ["gaussian", "rademacher", "student-t", "sparse"])
 def test_u_laws_have_unit_variance_coordinates_and_unit_option(law):
     u = draw_vector(20000, "gaussian", np.random.default_rng(1), law=law, sparsity=0.05, dof=5.0)
