@@ -7,6 +7,7 @@ per run: ``lambda`` is ``Problem.eigvals`` (descending) and a vector ``v`` has c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -62,14 +63,38 @@ class Problem:
 
     Build one with :meth:`from_moments`, :meth:`from_data` or :meth:`from_spectrum`; the constructor
     expects already-validated arrays and is not meant to be called directly.
+
+    A problem built in H's eigenbasis (``from_spectrum(..., rotate=False)``) stores neither H nor Q: ``H`` and
+    ``eigvecs`` are then built on first use, and :meth:`to_eig` / :meth:`from_eig` are copies, so that a
+    d = 10^4 problem costs O(d) memory and time instead of two dense d x d matrices (1.6 GB).
     """
 
-    H: np.ndarray
+    hessian: np.ndarray | None  # H in feature coordinates; None: diag(eigvals)
     g: np.ndarray
     c: float
     eigvals: np.ndarray  # lambda_1 >= ... >= lambda_d > 0
-    eigvecs: np.ndarray  # Q, columns are eigenvectors
+    basis: np.ndarray | None  # Q, columns are eigenvectors; None: the identity
     description: str = "custom"
+
+    @cached_property
+    def H(self) -> np.ndarray:
+        """``H`` in feature coordinates, dense."""
+        return np.diag(self.eigvals) if self.hessian is None else self.hessian
+
+    @cached_property
+    def eigvecs(self) -> np.ndarray:
+        """``Q`` (columns are eigenvectors of H), dense."""
+        return np.eye(self.d) if self.basis is None else self.basis
+
+    def to_eig(self, v) -> np.ndarray:
+        """``Q^T v`` for vectors on the last axis (``v @ Q``): coordinates in H's eigenbasis."""
+        v = np.asarray(v, dtype=np.float64)
+        return v.copy() if self.basis is None else v @ self.basis
+
+    def from_eig(self, v) -> np.ndarray:
+        """``Q v`` for eigenbasis coordinates on the last axis (``v @ Q^T``): back to feature coordinates."""
+        v = np.asarray(v, dtype=np.float64)
+        return v.copy() if self.basis is None else v @ self.basis.T
 
     # -- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -101,7 +126,7 @@ class Problem:
         c = uHu if c is None else float(_as_finite_array("c", c, 0))
         if c < uHu * (1 - 1e-9) - 1e-12:
             raise BnlabError(f"c = E[y^2] = {c:.6g} is below u^T H u = {uHu:.6g}: the moments are inconsistent")
-        return cls(H=H, g=g, c=float(c), eigvals=eigvals, eigvecs=eigvecs, description=description)
+        return cls(hessian=H, g=g, c=float(c), eigvals=eigvals, basis=eigvecs, description=description)
 
     @classmethod
     def from_data(cls, X, y) -> Problem:
@@ -184,8 +209,8 @@ class Problem:
         }[kind]
         desc = f"{kind} d={d} {params} seed={seed} u={u_law}/{u_norm}{'' if rotate else ' Q=I'}"
         if Q is None:
-            return cls(H=np.diag(lam), g=lam * u_eig, c=c, eigvals=lam, eigvecs=np.eye(d), description=desc)
-        return cls(H=H, g=Q @ (lam * u_eig), c=c, eigvals=lam, eigvecs=Q, description=desc)
+            return cls(hessian=None, g=lam * u_eig, c=c, eigvals=lam, basis=None, description=desc)
+        return cls(hessian=H, g=Q @ (lam * u_eig), c=c, eigvals=lam, basis=Q, description=desc)
 
     # -- derived quantities -------------------------------------------------------------------------------
     @property
@@ -204,22 +229,22 @@ class Problem:
     def kappa(self) -> float:
         return self.lambda_max / self.lambda_min
 
-    @property
+    @cached_property
     def g_eig(self) -> np.ndarray:
         """``Q^T g``."""
-        return self.eigvecs.T @ self.g
+        return self.to_eig(self.g)
 
-    @property
+    @cached_property
     def u_eig(self) -> np.ndarray:
         """``Q^T u`` with ``u = H^{-1} g``."""
         return self.g_eig / self.eigvals
 
-    @property
+    @cached_property
     def u(self) -> np.ndarray:
         """The OLS optimum ``u = w* = H^{-1} g``."""
-        return self.eigvecs @ self.u_eig
+        return self.from_eig(self.u_eig)
 
-    @property
+    @cached_property
     def u_norm_H2(self) -> float:
         """``||u||_H^2 = u^T H u``, the squared optimal BN scale ``a*^2``."""
         return float(np.sum(self.eigvals * self.u_eig**2))
@@ -232,12 +257,12 @@ class Problem:
     def loss(self, w) -> np.ndarray:
         """Plain OLS loss ``J0(w)`` for one or a batch of weight vectors (last axis d)."""
         w = np.asarray(w, dtype=np.float64)
-        return (self.c - 2 * w @ self.g + np.einsum("...i,ij,...j->...", w, self.H, w)) / 2
+        return (self.c - 2 * w @ self.g + self.to_eig(w) ** 2 @ self.eigvals) / 2
 
     def bn_loss(self, a, w) -> np.ndarray:
         """BN loss ``J(a, w) = (c - 2 a w^T g / ||w||_H + a^2) / 2``."""
         w = np.asarray(w, dtype=np.float64)
-        norm_h = np.sqrt(np.einsum("...i,ij,...j->...", w, self.H, w))
+        norm_h = np.sqrt(self.to_eig(w) ** 2 @ self.eigvals)
         return (self.c - 2 * np.asarray(a) * (w @ self.g) / norm_h + np.asarray(a) ** 2) / 2
 
     def __repr__(self) -> str:
