@@ -109,6 +109,23 @@ def test_spiked_spectrum_is_block_equicorrelated_and_its_top_grows_with_d():
     np.testing.assert_allclose(tops, [5.5, 50.5, 500.5])
 
 
+def test_a_problem_in_the_eigenbasis_stores_no_dense_matrix():
+    """rotate=False: H = diag(lambda), Q = I are implied (d = 10^4 would be 1.6 GB); everything else agrees with
+    the dense matrices, which are still built on demand."""
+    p = Problem.from_spectrum(12, 50.0, "log", seed=3, rotate=False)
+    assert p.hessian is None and p.basis is None
+    w = np.random.default_rng(0).standard_normal((3, 12))
+    np.testing.assert_array_equal(p.to_eig(w), w)
+    np.testing.assert_array_equal(p.from_eig(w), w)
+    np.testing.assert_allclose(p.H, np.diag(p.eigvals))
+    np.testing.assert_allclose(p.eigvecs, np.eye(12))
+    dense = (p.c - 2 * w @ p.g + np.einsum("bi,ij,bj->b", w, p.H, w)) / 2
+    np.testing.assert_allclose(p.loss(w), dense, rtol=1e-12)
+    big = Problem.from_spectrum(10_000, 10.0, "linear", seed=0, rotate=False)
+    assert big.hessian is None and "H" not in vars(big)  # not built by construction or by u, g_eig, u_norm_H2
+    assert big.u_norm_H2 > 0 and big.u.shape == (10_000,) and "H" not in vars(big)
+
+
 @pytest.mark.parametrize(("d", "spikes"), [(2, 1), (9, 3), (10, 1), (41, 4), (7, 7)])
 def test_spiked_eigenbasis_in_closed_form_diagonalises_h(d, spikes):
     """The block means and Helmert vectors are an orthonormal eigenbasis of H (no dense eigensolver)."""

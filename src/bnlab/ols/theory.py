@@ -158,7 +158,8 @@ class WindowLaw:
     small-eps flank (w does not grow) and on the large-eps flank (the first step sets ``||w||``); ``flank`` is
     ``s = eps_hat_opt / eps_hat_F`` (``F`` for large kappa*). ``lower`` and ``upper`` are the window's ends,
     ``[eps_lo / s, s eps_hi]`` when the window is wide and inside that when the two flanks meet
-    (:func:`window_law`); ``width`` is its length in decades.
+    (:func:`window_law`); ``width`` is its length in decades. ``best_rate`` is ``rho*`` at the best effective step
+    the run reaches, so the law's fewest steps to a tolerance are ``log(1/tol) / -log best_rate^2``.
     """
 
     eps_lo: np.ndarray
@@ -167,6 +168,7 @@ class WindowLaw:
     flank: float  # s = eps_hat_opt / eps_hat_F
     lower: np.ndarray
     upper: np.ndarray
+    best_rate: np.ndarray
 
     @property
     def width(self) -> np.ndarray:
@@ -250,9 +252,18 @@ def window_law(problem: Problem, w0, a0=1.0, factor: float = 10.0, tol: float | 
         eps_hi, upper = eps_hi * gain, upper * gain
     rho_opt = 1 - eh_opt * lo
     flank = eh_opt * lo / -np.expm1(np.log(rho_opt) / factor) if rho_opt > 0 else factor
+    best_rate = 1 - eh_best * lo
     if single:
-        eps_lo, eps_hi, lower, upper = eps_lo[0], eps_hi[0], lower[0], upper[0]
-    return WindowLaw(eps_lo=eps_lo, eps_hi=eps_hi, factor=float(factor), flank=float(flank), lower=lower, upper=upper)
+        eps_lo, eps_hi, lower, upper, best_rate = eps_lo[0], eps_hi[0], lower[0], upper[0], best_rate[0]
+    return WindowLaw(
+        eps_lo=eps_lo,
+        eps_hi=eps_hi,
+        factor=float(factor),
+        flank=float(flank),
+        lower=lower,
+        upper=upper,
+        best_rate=best_rate,
+    )
 
 
 def _direction_gap(problem: Problem, w: np.ndarray) -> np.ndarray:
