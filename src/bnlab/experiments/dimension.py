@@ -9,9 +9,9 @@ the better"). The window law of BNGD with eps_a = 1 (``theory.window_law``) says
 widens with d exactly when ``a*/a0`` or ``(lambda*_max + lambda*_min)^2 / m2`` grows with d. Three cases:
 
 - (a) ``fixed``: ``a*/a0`` fixed: a standardised target (unit-norm u, so ``a* = ||u||_H ~ 1``) and ``a0``
-  fixed, with ``w0`` as configured (Gaussian: ``||w0||^2 ~ d``, which only shifts the window). Here ``eps_hi ~ eps_lo``: the
-  flanks meet, ``eps_hat_inf`` peaks under ``eps_hat_opt`` and the law's ends are the roots of
-  ``eps_hat_inf(eps) = eps_hat_F`` with ``||w0||^2 + eps^2 G^2`` kept together (``theory.window_law``);
+  fixed, with ``w0`` as configured (Gaussian: ``||w0||^2 ~ d``, which only shifts the window). Here
+  ``eps_hi ~ eps_lo``: the flanks meet, ``eps_hat_inf`` peaks under ``eps_hat_opt`` and the law's ends are the
+  roots of ``eps_hat_inf(eps) = eps_hat_F`` with ``||w0||^2 + eps^2 G^2`` kept together (``theory.window_law``);
 - (b) ``raw``: a raw target ``y = x^T u`` with O(1) coefficients (``||u||^2 ~ d``) and ``a0`` fixed, the natural
   reading of the paper's setting: ``(a*/a0)^2 ~ d``, about one decade of window per decade of d;
 - (c) ``spiked``: unit-norm u and w0 on a spiked (equicorrelated) spectrum, where ``lambda_max^2 / m2`` grows
