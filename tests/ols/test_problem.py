@@ -175,3 +175,18 @@ def test_spacing_is_an_alias_of_spectrum():
 def test_invalid_family_fields_are_rejected_with_one_clear_error(kwargs, message):
     with pytest.raises(BnlabError, match=message):
         Problem.from_spectrum(10, **kwargs)
+
+
+def test_rotations_are_reused_across_kappa_and_spacing_without_changing_any_draw():
+    """A linear or log problem's Haar rotation is its seed's first draw: reused (one QR per (d, seed)), and the
+    problems are bit-identical to those drawn with an empty cache."""
+    from bnlab.ols import problem as module
+
+    built = [Problem.from_spectrum(60, k, s, seed=8) for k in (10.0, 1e4) for s in ("linear", "log")]
+    assert all(p.eigvecs is built[0].eigvecs for p in built)  # one rotation
+    assert not built[0].eigvecs.flags.writeable  # shared: read-only
+    module._haar_cached.cache_clear()
+    fresh = Problem.from_spectrum(60, 1e4, "log", seed=8)
+    np.testing.assert_array_equal(fresh.H, built[-1].H)
+    np.testing.assert_array_equal(fresh.g, built[-1].g)  # u, drawn after Q, is unchanged too
+    assert Problem.from_spectrum(60, 10.0, seed=9).eigvecs is not built[0].eigvecs

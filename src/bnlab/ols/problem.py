@@ -7,7 +7,7 @@ per run: ``lambda`` is ``Problem.eigvals`` (descending) and a vector ``v`` has c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Literal
 
 import numpy as np
@@ -275,6 +275,44 @@ def random_orthogonal(d: int, rng: np.random.Generator) -> np.ndarray:
     return q * np.sign(np.diag(r))
 
 
+# Haar rotations kept for reuse, keyed by (d, generator state): ~8 MB each at d = 1000, and only up to this d.
+_HAAR_CACHE_MAX_D = 2000
+
+
+def _haar_from_seed(d: int, rng: np.random.Generator) -> np.ndarray:
+    """``random_orthogonal(d, rng)``, reused when the same generator state asks again (read-only).
+
+    The rotation of a linear or log problem is the first draw of its seed's generator and depends on nothing else,
+    so every kappa and both spacings of one (d, seed) share it: the family sweeps (overparam: 4 kappas x 2 spacings)
+    and the dimension cases that share a problem's seed then pay its O(d^3) QR once. The generator is left exactly
+    where a fresh draw would leave it, so what follows (u) is drawn the same either way.
+    """
+    if d > _HAAR_CACHE_MAX_D:
+        return random_orthogonal(d, rng)
+    state = rng.bit_generator.state
+    Q, after = _haar_cached(d, _freeze(state))
+    rng.bit_generator.state = after
+    return Q
+
+
+def _freeze(value):
+    """A hashable copy of a generator state (nested dicts of ints and strings)."""
+    return tuple(sorted((k, _freeze(v)) for k, v in value.items())) if isinstance(value, dict) else value
+
+
+def _thaw(value):
+    return {k: _thaw(v) for k, v in value} if isinstance(value, tuple) else value
+
+
+@lru_cache(maxsize=12)
+def _haar_cached(d: int, state: tuple) -> tuple[np.ndarray, dict]:
+    rng = np.random.default_rng()
+    rng.bit_generator.state = _thaw(state)
+    Q = random_orthogonal(d, rng)
+    Q.setflags(write=False)
+    return Q, rng.bit_generator.state
+
+
 def draw_vector(
     d: int,
     norm: Normalisation,
@@ -355,7 +393,7 @@ def _family(kind, d, kappa, lambda_min, aspect, rho, spikes, rotate, rng):
         lam = spaced(kappa * lambda_min, lambda_min, d)
         if not rotate:
             return lam, None, None
-        Q = random_orthogonal(d, rng)
+        Q = _haar_from_seed(d, rng)
         return lam, Q, _symmetric((Q * lam) @ Q.T)
     if kind == "marchenko-pastur":
         n = round(aspect * d) if np.isfinite(aspect) else 0
