@@ -18,16 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-OLS = (
-    "convergence",
-    "rate",
-    "effective-step",
-    "lr-robustness",
-    "phase-diagram",
-    "scaling-law",
-    "overparam",
-    "dimension",
-)
+from bnlab.experiments.families import OLS_EXPERIMENTS as OLS
 
 
 def time_one(name: str, out: Path) -> tuple[float, float, int]:
