@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bnlab.errors import BnlabError
-from bnlab.experiments.windows import Window, accuracy_window, lr_window, steps_window
+from bnlab.experiments.windows import Window, accuracy_window, best_level, lr_window, steps_window
 
 
 def test_window_of_a_one_over_eps_curve_with_a_cliff():
@@ -66,3 +66,11 @@ def test_bad_input_is_refused():
         lr_window([1.0, 2.0], [1.0], 0.1)
     with pytest.raises(BnlabError, match="positive"):
         lr_window([0.0, 2.0], [1.0, 1.0], 0.1)
+
+
+def test_best_level_is_the_lowest_that_neighbours_all_reach():
+    cost = np.array([9.0, 5.0, 1.0, 6.0, 4.0, 3.0, 4.5, np.inf, 2.0])
+    assert best_level(cost) == 1.0  # the lone lucky point
+    assert best_level(cost, sustain=3) == 4.5  # (4, 3, 4.5): the best three in a row
+    assert best_level(cost[[0, 7, 8]], sustain=3) == 2.0  # no three finite in a row: the minimum
+    assert np.isnan(best_level(np.full(3, np.inf), sustain=2))

@@ -109,6 +109,33 @@ def test_spiked_spectrum_is_block_equicorrelated_and_its_top_grows_with_d():
     np.testing.assert_allclose(tops, [5.5, 50.5, 500.5])
 
 
+def test_a_problem_in_the_eigenbasis_stores_no_dense_matrix():
+    """rotate=False: H = diag(lambda), Q = I are implied (d = 10^4 would be 1.6 GB); everything else agrees with
+    the dense matrices, which are still built on demand."""
+    p = Problem.from_spectrum(12, 50.0, "log", seed=3, rotate=False)
+    assert p.hessian is None and p.basis is None
+    w = np.random.default_rng(0).standard_normal((3, 12))
+    np.testing.assert_array_equal(p.to_eig(w), w)
+    np.testing.assert_array_equal(p.from_eig(w), w)
+    np.testing.assert_allclose(p.H, np.diag(p.eigvals))
+    np.testing.assert_allclose(p.eigvecs, np.eye(12))
+    dense = (p.c - 2 * w @ p.g + np.einsum("bi,ij,bj->b", w, p.H, w)) / 2
+    np.testing.assert_allclose(p.loss(w), dense, rtol=1e-12)
+    big = Problem.from_spectrum(10_000, 10.0, "linear", seed=0, rotate=False)
+    assert big.hessian is None and "H" not in vars(big)  # not built by construction or by u, g_eig, u_norm_H2
+    assert big.u_norm_H2 > 0 and big.u.shape == (10_000,) and "H" not in vars(big)
+
+
+@pytest.mark.parametrize(("d", "spikes"), [(2, 1), (9, 3), (10, 1), (41, 4), (7, 7)])
+def test_spiked_eigenbasis_in_closed_form_diagonalises_h(d, spikes):
+    """The block means and Helmert vectors are an orthonormal eigenbasis of H (no dense eigensolver)."""
+    p = Problem.from_spectrum(d, spectrum="spiked", rho=0.3, spikes=spikes, seed=4)
+    Q = p.eigvecs
+    np.testing.assert_allclose(Q.T @ Q, np.eye(d), atol=1e-14)
+    np.testing.assert_allclose(p.H @ Q, Q * p.eigvals, atol=1e-13)
+    np.testing.assert_allclose(p.eigvals, np.linalg.eigvalsh(p.H)[::-1], atol=1e-13)
+
+
 @pytest.mark.parametrize("law", ["gaussian", "rademacher", "student-t", "sparse"])
 def test_u_laws_have_unit_variance_coordinates_and_unit_option(law):
     u = draw_vector(20000, "gaussian", np.random.default_rng(1), law=law, sparsity=0.05, dof=5.0)
@@ -148,3 +175,18 @@ def test_spacing_is_an_alias_of_spectrum():
 def test_invalid_family_fields_are_rejected_with_one_clear_error(kwargs, message):
     with pytest.raises(BnlabError, match=message):
         Problem.from_spectrum(10, **kwargs)
+
+
+def test_rotations_are_reused_across_kappa_and_spacing_without_changing_any_draw():
+    """A linear or log problem's Haar rotation is its seed's first draw: reused (one QR per (d, seed)), and the
+    problems are bit-identical to those drawn with an empty cache."""
+    from bnlab.ols import problem as module
+
+    built = [Problem.from_spectrum(60, k, s, seed=8) for k in (10.0, 1e4) for s in ("linear", "log")]
+    assert all(p.eigvecs is built[0].eigvecs for p in built)  # one rotation
+    assert not built[0].eigvecs.flags.writeable  # shared: read-only
+    module._haar_cached.cache_clear()
+    fresh = Problem.from_spectrum(60, 1e4, "log", seed=8)
+    np.testing.assert_array_equal(fresh.H, built[-1].H)
+    np.testing.assert_array_equal(fresh.g, built[-1].g)  # u, drawn after Q, is unchanged too
+    assert Problem.from_spectrum(60, 10.0, seed=9).eigvecs is not built[0].eigvecs

@@ -38,13 +38,27 @@ def test_effective_spectrum_interlaces_and_matches_dense_eigensolver(d, kappa, s
     assert theory.kappa_star(p) <= p.kappa * (1 + 1e-10)
 
 
-def test_secular_path_matches_dense_path(monkeypatch):
+def test_secular_path_matches_dense_path():
     p = Problem.from_spectrum(300, 1000.0, "log", seed=7)
-    dense = theory.effective_eigvals(p)
-    hi, lo = theory.effective_extremes(p)
-    monkeypatch.setattr(theory, "_DENSE_MAX_D", 10)
+    assert p.d > theory._DENSE_MAX_D  # the compiled secular solver
+    lam, z = p.eigvals, p.eigvals * p.u_eig
+    dense = np.linalg.eigvalsh(np.diag(lam) - np.outer(z, z) / p.u_norm_H2)[::-1][:-1]
     np.testing.assert_allclose(theory.effective_eigvals(p), dense, rtol=1e-10)
-    assert theory.effective_extremes(p) == pytest.approx((hi, lo), rel=1e-12)
+    assert theory.effective_extremes(p) == pytest.approx((dense[0], dense[-1]), rel=1e-10)
+
+
+@pytest.mark.parametrize("spectrum", ["linear", "log", "marchenko-pastur", "spiked"])
+@pytest.mark.parametrize("u_law", ["gaussian", "sparse"])
+def test_extremes_from_the_secular_equation_match_a_dense_solver_at_every_d(spectrum, u_law):
+    """kappa* and the window law take (lambda*_max, lambda*_min) from the secular equation at every d (O(d));
+    brute force: the dense eigenvalues of H* in the original coordinates."""
+    for d in (2, 3, 10, 60):
+        for rotate in (True, False):
+            p = Problem.from_spectrum(d, 30.0, spectrum, seed=d, u_law=u_law, sparsity=0.3, rotate=rotate)
+            brute = np.sort(np.linalg.eigvalsh(theory.effective_hessian(p)))[::-1][:-1]
+            hi, lo = theory.effective_extremes(p)
+            assert hi == pytest.approx(brute[0], rel=1e-9)
+            assert lo == pytest.approx(brute[-1], rel=1e-8)
 
 
 def test_reference_point_of_the_spec_is_in_range():
@@ -169,8 +183,9 @@ def test_window_law_edges_follow_the_effective_step_and_w0_only_shifts():
     assert 9.0 < law.flank < 10.0
     batch = theory.window_law(p, np.stack([w0, 2 * w0]), np.array([1.0, 3.0]), 10.0)
     assert batch.width.shape == (2,) and batch.width[0] == pytest.approx(law.width)
-    # a0 multiplies the gradient: the upper end moves by 1/a0^2.
-    assert batch.upper[1] / batch.upper[0] == pytest.approx(4.0 / 9.0, rel=1e-12)
+    # a0 multiplies the gradient: eps_hi moves by 1/a0^2, and so does the upper end while the window is wide.
+    assert batch.eps_hi[1] / batch.eps_hi[0] == pytest.approx(4.0 / 9.0, rel=1e-12)
+    assert batch.upper[1] / batch.upper[0] == pytest.approx(4.0 / 9.0, rel=1e-3)
 
 
 def test_isotropic_width_approximates_the_law_in_high_dimension():

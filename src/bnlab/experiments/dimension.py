@@ -9,7 +9,9 @@ the better"). The window law of BNGD with eps_a = 1 (``theory.window_law``) says
 widens with d exactly when ``a*/a0`` or ``(lambda*_max + lambda*_min)^2 / m2`` grows with d. Three cases:
 
 - (a) ``fixed``: ``a*/a0`` fixed: a standardised target (unit-norm u, so ``a* = ||u||_H ~ 1``) and ``a0``
-  fixed, with ``w0`` as configured (Gaussian: ``||w0||^2 ~ d``, which only shifts the window);
+  fixed, with ``w0`` as configured (Gaussian: ``||w0||^2 ~ d``, which only shifts the window). Here
+  ``eps_hi ~ eps_lo``: the flanks meet, ``eps_hat_inf`` peaks under ``eps_hat_opt`` and the law's ends are the
+  roots of ``eps_hat_inf(eps) = eps_hat_F`` with ``||w0||^2 + eps^2 G^2`` kept together (``theory.window_law``);
 - (b) ``raw``: a raw target ``y = x^T u`` with O(1) coefficients (``||u||^2 ~ d``) and ``a0`` fixed, the natural
   reading of the paper's setting: ``(a*/a0)^2 ~ d``, about one decade of window per decade of d;
 - (c) ``spiked``: unit-norm u and w0 on a spiked (equicorrelated) spectrum, where ``lambda_max^2 / m2`` grows
@@ -47,9 +49,10 @@ CASES: dict[str, str] = {
     "spiked": "(c) spiked spectrum, unit u and w0",
 }
 # The law's ends are within 0.16 decade of the measured ones on linear, log and Marchenko-Pastur spectra
-# (tests/ols/test_window_law.py). On spiked ones the measured window reaches up to 0.35 decade further: steps in
-# the band are ragged (the top modes sit at their stability edge) and the first large step lands along the spikes.
-LAW_TOLERANCE = {"fixed": 0.25, "raw": 0.25, "spiked": 0.4}
+# (tests/ols/test_window_law.py), 0.3 on spiked ones; beyond that, by as much as the law's count of the fewest steps
+# is off (the claims allow that term, measured: on spiked spectra the band's fewest steps are 1.5-3.5x the law's,
+# the top modes sitting at their stability edge there; at d = 10 the transient is a third of them).
+LAW_TOLERANCE = {"fixed": 0.25, "raw": 0.25, "spiked": 0.25}
 
 
 class DimensionConfig(FamilyConfig, CompiledConfig, SeedsConfig):
@@ -116,9 +119,8 @@ def _chunk(cfg: DimensionConfig, case: str, d: int, seed: int) -> pd.DataFrame:
     edge = np.log10(theory.gd_threshold(problem))
     gd_eps = np.logspace(edge - 3.5, edge + 0.5, 4 * cfg.per_decade + 1)
     start = {"w0": w0, "record_every": 1, "device": cfg.device}
-    bn = bngd(
-        problem, bn_eps, _budget(cfg, theory.bngd_optimal_rate(problem), case), a0=a0, compile=cfg.compile, **start
-    )
+    # The budget from the law's best rate: slower than rho*(eps_hat_opt) where the flanks meet (case (a)).
+    bn = bngd(problem, bn_eps, _budget(cfg, float(wide.best_rate), case), a0=a0, compile=cfg.compile, **start)
     plain = gd(problem, gd_eps, _budget(cfg, theory.gd_optimal_rate(problem), case), **start)
     frames = [
         pd.DataFrame(
@@ -131,6 +133,7 @@ def _chunk(cfg: DimensionConfig, case: str, d: int, seed: int) -> pd.DataFrame:
         gd_width_10x_predicted=gd_predicted_width(problem, 10.0),
         a_star_over_a0=float(np.sqrt(problem.u_norm_H2) / abs(a0)),
         kappa_star=theory.kappa_star(problem),
+        law_best_steps=np.log(1 / cfg.tol) / (-2 * np.log(float(wide.best_rate))),
         **law,
     )
 
@@ -170,7 +173,7 @@ def slope(d, width) -> float:
 def case_table(windows: pd.DataFrame) -> pd.DataFrame:
     """Median over seeds per (case, method, d) of the measured and predicted windows."""
     cols = [c for c in windows if c.startswith(("width_", "span_", "lo_", "hi_", "law_"))]
-    cols += ["gd_width_10x_predicted", "kappa_star"]
+    cols += ["gd_width_10x_predicted", "kappa_star", "level_steps"]
     return windows.groupby(["case", "method", "d"])[cols].median()
 
 
@@ -192,29 +195,46 @@ def summarise(cfg: DimensionConfig, tables: Tables) -> list[Claim]:
         capped = _budget(cfg, (bn.kappa_star.max() - 1) / (bn.kappa_star.max() + 1), case) >= cfg.max_steps
         if capped:
             two += f"; the steps were capped at {cfg.max_steps} (kappa* up to {bn.kappa_star.max():.3g}): windows cut"
+        # The law's count of the fewest steps is off by a factor r_d (transient, modes' shares: see law-ends), which
+        # moves both ends out by up to log10 r_d; its trend over d is allowed on top of the sampling tolerance.
+        level = 2 * np.log10(bn.level_steps / bn.law_best_steps)
+        level_slope = abs(slope(ds, level))
+        atol = (cfg.spiked_slope_atol if case == "spiked" else cfg.slope_atol) + level_slope
         claims.append(
             close_to(
                 id=f"dimension.law-slope.{case}",
-                claim=f"BNGD's 10x-window grows with d as the window law predicts, {label}",
+                claim=f"BNGD's 10x-window grows with d as the window law predicts, up to the trend of its count of "
+                f"the fewest steps, {label}",
                 quantity="slope of the 10x-window span vs log10 d (decades per decade)",
                 predicted=law,
                 measured=measured,
-                atol=cfg.spiked_slope_atol if case == "spiked" else cfg.slope_atol,
-                detail=f"median over {cfg.seeds} seeds, by d: {by_d}; {two}",
+                atol=atol,
+                detail=f"median over {cfg.seeds} seeds, by d: {by_d}; {two}; 2 log10(fewest steps measured / law's) "
+                f"by d: {fmt(round(v, 2) for v in level)}, slope {level_slope:.2f} allowed on top of "
+                f"{atol - level_slope:g}",
             )
         )
-        ends = np.r_[np.abs(np.log10(bn.lo_10x / bn.law_lower_10x)), np.abs(np.log10(bn.hi_10x / bn.law_upper_10x))]
+        # The law counts the steps at the asymptotic rate from step 0, so its fewest steps (the level the window is
+        # measured from) are off by the transient and by the modes' shares of the gap; on the flanks steps go like
+        # eps^-1 (lower) and eps (upper), so a level off by a factor r moves each end by up to log10 r decades.
+        level = np.abs(np.log10(bn.level_steps / bn.law_best_steps)).to_numpy()
+        ends = np.maximum(
+            np.abs(np.log10(bn.lo_10x / bn.law_lower_10x)), np.abs(np.log10(bn.hi_10x / bn.law_upper_10x))
+        ).to_numpy()
         claims.append(
             below(
                 id=f"dimension.law-ends.{case}",
-                claim=f"The window law puts BNGD's 10x-window where it is measured, {label}",
-                quantity="largest |log10(measured end / law's end)| over d (decades)",
-                measured=float(np.max(ends)),
+                claim=f"The window law puts BNGD's 10x-window where it is measured, up to its count of the fewest "
+                f"steps, {label}",
+                quantity="largest |log10(measured end / law's end)| - |log10(measured fewest steps / law's)| over d "
+                "(decades)",
+                measured=float(np.max(ends - level)),
                 bound=LAW_TOLERANCE[case],
-                detail="ends (log10 eps) measured vs law: "
+                detail="ends (log10 eps) measured vs law, fewest steps measured vs law: "
                 + "; ".join(
                     f"d={d}: [{np.log10(r.lo_10x):.2f}, {np.log10(r.hi_10x):.2f}] vs "
-                    f"[{np.log10(r.law_lower_10x):.2f}, {np.log10(r.law_upper_10x):.2f}]"
+                    f"[{np.log10(r.law_lower_10x):.2f}, {np.log10(r.law_upper_10x):.2f}], "
+                    f"{r.level_steps:.0f} vs {r.law_best_steps:.0f}"
                     for d, r in bn.iterrows()
                 ),
             )
@@ -241,6 +261,8 @@ def _higher_is_better(cfg: DimensionConfig, case: str, measured: float, law: flo
     """The paper's "the higher the better": holds where the law's slope says it should, and is measured so."""
     label = CASES[case]
     if law > cfg.widens_above:
+        # Case (a) widens too on a spectrum whose lambda_max^2 / m2 grows with d (a spiked family).
+        why = _mechanism("spiked") + " on this spectrum, a*/a0 fixed" if case == "fixed" else _mechanism(case)
         return Claim(
             id=f"dimension.higher-better.{case}",
             claim=f"The higher the better (F8): BNGD's 10x-window widens with d, {label}",
@@ -249,7 +271,7 @@ def _higher_is_better(cfg: DimensionConfig, case: str, measured: float, law: flo
             measured=measured,
             holds=measured > cfg.widens_above,
             relation=">",
-            detail=f"the law's slope {law:.2f}: {_mechanism(case)}",
+            detail=f"the law's slope {law:.2f}: {why}",
         )
     return below(
         id=f"dimension.higher-better.{case}",

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from bnlab.experiments.base import EpsGridConfig, SeedsConfig
 from bnlab.experiments.problems import CompiledConfig, Norm
-from bnlab.experiments.windows import steps_window
+from bnlab.experiments.windows import best_level, steps_window
 from bnlab.ols import Problem, bngd, gd, theory
 
 FACTORS = (2.0, 10.0)
@@ -59,7 +59,8 @@ def steps_frame(problem: Problem, cfg: StepsToTolConfig, seed: int, norm: Norm) 
 
 def widths_table(steps_table: pd.DataFrame, keys: list[str], sustain: int = 1) -> pd.DataFrame:
     """One row per ``keys + [method, seed]`` group: the 2x and 10x window ``width_*`` and ``span_*`` (decades),
-    the window's outer ends ``lo_*``, ``hi_*``, and the best eps and its steps."""
+    the window's outer ends ``lo_*``, ``hi_*``, the best eps and its steps, and ``level_steps``, the fewest steps
+    that ``sustain`` neighbouring eps all reach (the level the windows are measured from)."""
     rows = []
     for group, frame in steps_table.groupby([*keys, "method", "seed"], sort=True):
         row = dict(zip([*keys, "method", "seed"], group, strict=True))
@@ -67,6 +68,7 @@ def widths_table(steps_table: pd.DataFrame, keys: list[str], sustain: int = 1) -
         finite = np.isfinite(steps)
         row["best_steps"] = float(steps[finite].min()) if finite.any() else float("nan")
         row["best_eps"] = float(eps[finite][np.argmin(steps[finite])]) if finite.any() else float("nan")
+        row["level_steps"] = float(best_level(steps[np.argsort(eps)], sustain))
         for f in FACTORS:
             window = steps_window(eps, steps, f, sustain)
             row[f"width_{f:g}x"], row[f"span_{f:g}x"] = window.width, window.span

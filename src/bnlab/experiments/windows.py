@@ -71,12 +71,7 @@ def lr_window(x, cost, allowance: float, sustain: int = 1) -> Window:
     finite = np.isfinite(cost)
     if not finite.any():
         return Window(())
-    if sustain > 1:
-        padded = np.concatenate([np.full(sustain - 1, np.inf), np.where(finite, cost, np.inf)])
-        windows = np.lib.stride_tricks.sliding_window_view(padded, sustain).max(axis=1)
-        level = float(windows.min() if np.isfinite(windows.min()) else cost[finite].min()) + allowance
-    else:
-        level = float(cost[finite].min()) + allowance
+    level = best_level(cost, sustain) + allowance
     inside = finite & (cost <= level)
     # Run boundaries: where ``inside`` switches on (starts) and off (ends, inclusive).
     padded = np.diff(np.concatenate([[0], inside.astype(int), [0]]))
@@ -86,6 +81,21 @@ def lr_window(x, cost, allowance: float, sustain: int = 1) -> Window:
         for lo, hi in zip(starts, ends, strict=True)
     )
     return Window(runs)
+
+
+def best_level(cost, sustain: int = 1) -> float:
+    """The lowest cost that ``sustain`` consecutive points (in grid order) all reach; the minimum where no run of
+    ``sustain`` finite points exists; NaN where none is finite."""
+    cost = np.asarray(cost, dtype=np.float64)
+    finite = np.isfinite(cost)
+    if not finite.any():
+        return float("nan")
+    if sustain > 1:
+        padded = np.concatenate([np.full(sustain - 1, np.inf), np.where(finite, cost, np.inf)])
+        windows = np.lib.stride_tricks.sliding_window_view(padded, sustain).max(axis=1)
+        if np.isfinite(windows.min()):
+            return float(windows.min())
+    return float(cost[finite].min())
 
 
 def _edge(log_x: np.ndarray, cost: np.ndarray, last_in: int, first_out: int, level: float) -> float:

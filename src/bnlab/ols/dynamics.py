@@ -203,7 +203,7 @@ def gd(
     _, _, growth, cap = blowup_bounds(float(torch.finfo(dtype).max))
     lam = problem.eigvals
     with _calling_thread_blas():
-        v0 = w0_np @ problem.eigvecs - problem.u_eig
+        v0 = problem.to_eig(w0_np) - problem.u_eig
         gap0 = 0.5 * (v0 * v0) @ lam
     tiny = float(np.finfo(_DTYPES[dtype]).tiny)
     bound, floor = np.minimum(growth * np.maximum(gap0, tiny), cap), kernels.gd_floor(tiny)
@@ -216,7 +216,7 @@ def gd(
             lam, v0, eps_np, recorded, bound, floor, B, dev, dtype, engine == "torch-compiled"
         )
     with _calling_thread_blas():
-        w_final = (v + problem.u_eig) @ problem.eigvecs.T
+        w_final = problem.from_eig(v + problem.u_eig)
     return Trajectory(
         method="gd",
         steps=recorded,
@@ -284,7 +284,7 @@ def bngd(
     )
     a_bound, whw_bound, _, _ = blowup_bounds(float(torch.finfo(dtype).max))
     with _calling_thread_blas():
-        w0_eig = w0_np @ problem.eigvecs
+        w0_eig = problem.to_eig(w0_np)
     args = (problem.eigvals, problem.g_eig, problem.u_eig, w0_eig, a0_np, eps_np, eps_a_np)
     if engine == "numba":
         observed, w, a, diverged_at = _bngd_numba(
@@ -295,7 +295,7 @@ def bngd(
             *args, recorded, a_bound, whw_bound, B, dev, dtype, engine == "torch-compiled"
         )
     with _calling_thread_blas():
-        w_final = w @ problem.eigvecs.T
+        w_final = problem.from_eig(w)
     return Trajectory(
         method="bngd",
         steps=recorded,

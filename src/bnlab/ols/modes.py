@@ -65,7 +65,7 @@ def modal_gap(problem: Problem, a, w, basis: tuple[np.ndarray, np.ndarray] | Non
     """Split the gap of states ``(a (...), w (..., d))`` (w in the original coordinates) over H*'s modes."""
     mu, psi = mode_basis(problem) if basis is None else basis
     lam, g, u = problem.eigvals, problem.g_eig, problem.u_eig
-    w = np.asarray(w, dtype=np.float64) @ problem.eigvecs
+    w = problem.to_eig(w)
     whw = np.einsum("...i,i,...i->...", w, lam, w)
     wg = w @ g
     e = u - (wg / whw)[..., None] * w

@@ -7,6 +7,7 @@ per run: ``lambda`` is ``Problem.eigvals`` (descending) and a vector ``v`` has c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from typing import Literal
 
 import numpy as np
@@ -62,14 +63,38 @@ class Problem:
 
     Build one with :meth:`from_moments`, :meth:`from_data` or :meth:`from_spectrum`; the constructor
     expects already-validated arrays and is not meant to be called directly.
+
+    A problem built in H's eigenbasis (``from_spectrum(..., rotate=False)``) stores neither H nor Q: ``H`` and
+    ``eigvecs`` are then built on first use, and :meth:`to_eig` / :meth:`from_eig` are copies, so that a
+    d = 10^4 problem costs O(d) memory and time instead of two dense d x d matrices (1.6 GB).
     """
 
-    H: np.ndarray
+    hessian: np.ndarray | None  # H in feature coordinates; None: diag(eigvals)
     g: np.ndarray
     c: float
     eigvals: np.ndarray  # lambda_1 >= ... >= lambda_d > 0
-    eigvecs: np.ndarray  # Q, columns are eigenvectors
+    basis: np.ndarray | None  # Q, columns are eigenvectors; None: the identity
     description: str = "custom"
+
+    @cached_property
+    def H(self) -> np.ndarray:
+        """``H`` in feature coordinates, dense."""
+        return np.diag(self.eigvals) if self.hessian is None else self.hessian
+
+    @cached_property
+    def eigvecs(self) -> np.ndarray:
+        """``Q`` (columns are eigenvectors of H), dense."""
+        return np.eye(self.d) if self.basis is None else self.basis
+
+    def to_eig(self, v) -> np.ndarray:
+        """``Q^T v`` for vectors on the last axis (``v @ Q``): coordinates in H's eigenbasis."""
+        v = np.asarray(v, dtype=np.float64)
+        return v.copy() if self.basis is None else v @ self.basis
+
+    def from_eig(self, v) -> np.ndarray:
+        """``Q v`` for eigenbasis coordinates on the last axis (``v @ Q^T``): back to feature coordinates."""
+        v = np.asarray(v, dtype=np.float64)
+        return v.copy() if self.basis is None else v @ self.basis.T
 
     # -- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -101,7 +126,7 @@ class Problem:
         c = uHu if c is None else float(_as_finite_array("c", c, 0))
         if c < uHu * (1 - 1e-9) - 1e-12:
             raise BnlabError(f"c = E[y^2] = {c:.6g} is below u^T H u = {uHu:.6g}: the moments are inconsistent")
-        return cls(H=H, g=g, c=float(c), eigvals=eigvals, eigvecs=eigvecs, description=description)
+        return cls(hessian=H, g=g, c=float(c), eigvals=eigvals, basis=eigvecs, description=description)
 
     @classmethod
     def from_data(cls, X, y) -> Problem:
@@ -184,8 +209,8 @@ class Problem:
         }[kind]
         desc = f"{kind} d={d} {params} seed={seed} u={u_law}/{u_norm}{'' if rotate else ' Q=I'}"
         if Q is None:
-            return cls(H=np.diag(lam), g=lam * u_eig, c=c, eigvals=lam, eigvecs=np.eye(d), description=desc)
-        return cls(H=H, g=Q @ (lam * u_eig), c=c, eigvals=lam, eigvecs=Q, description=desc)
+            return cls(hessian=None, g=lam * u_eig, c=c, eigvals=lam, basis=None, description=desc)
+        return cls(hessian=H, g=Q @ (lam * u_eig), c=c, eigvals=lam, basis=Q, description=desc)
 
     # -- derived quantities -------------------------------------------------------------------------------
     @property
@@ -204,22 +229,22 @@ class Problem:
     def kappa(self) -> float:
         return self.lambda_max / self.lambda_min
 
-    @property
+    @cached_property
     def g_eig(self) -> np.ndarray:
         """``Q^T g``."""
-        return self.eigvecs.T @ self.g
+        return self.to_eig(self.g)
 
-    @property
+    @cached_property
     def u_eig(self) -> np.ndarray:
         """``Q^T u`` with ``u = H^{-1} g``."""
         return self.g_eig / self.eigvals
 
-    @property
+    @cached_property
     def u(self) -> np.ndarray:
         """The OLS optimum ``u = w* = H^{-1} g``."""
-        return self.eigvecs @ self.u_eig
+        return self.from_eig(self.u_eig)
 
-    @property
+    @cached_property
     def u_norm_H2(self) -> float:
         """``||u||_H^2 = u^T H u``, the squared optimal BN scale ``a*^2``."""
         return float(np.sum(self.eigvals * self.u_eig**2))
@@ -232,12 +257,12 @@ class Problem:
     def loss(self, w) -> np.ndarray:
         """Plain OLS loss ``J0(w)`` for one or a batch of weight vectors (last axis d)."""
         w = np.asarray(w, dtype=np.float64)
-        return (self.c - 2 * w @ self.g + np.einsum("...i,ij,...j->...", w, self.H, w)) / 2
+        return (self.c - 2 * w @ self.g + self.to_eig(w) ** 2 @ self.eigvals) / 2
 
     def bn_loss(self, a, w) -> np.ndarray:
         """BN loss ``J(a, w) = (c - 2 a w^T g / ||w||_H + a^2) / 2``."""
         w = np.asarray(w, dtype=np.float64)
-        norm_h = np.sqrt(np.einsum("...i,ij,...j->...", w, self.H, w))
+        norm_h = np.sqrt(self.to_eig(w) ** 2 @ self.eigvals)
         return (self.c - 2 * np.asarray(a) * (w @ self.g) / norm_h + np.asarray(a) ** 2) / 2
 
     def __repr__(self) -> str:
@@ -248,6 +273,44 @@ def random_orthogonal(d: int, rng: np.random.Generator) -> np.ndarray:
     """Haar-distributed orthogonal matrix: QR of a Gaussian matrix with the signs of R's diagonal fixed."""
     q, r = np.linalg.qr(rng.standard_normal((d, d)))
     return q * np.sign(np.diag(r))
+
+
+# Haar rotations kept for reuse, keyed by (d, generator state): ~8 MB each at d = 1000, and only up to this d.
+_HAAR_CACHE_MAX_D = 2000
+
+
+def _haar_from_seed(d: int, rng: np.random.Generator) -> np.ndarray:
+    """``random_orthogonal(d, rng)``, reused when the same generator state asks again (read-only).
+
+    The rotation of a linear or log problem is the first draw of its seed's generator and depends on nothing else,
+    so every kappa and both spacings of one (d, seed) share it: the family sweeps (overparam: 4 kappas x 2 spacings)
+    and the dimension cases that share a problem's seed then pay its O(d^3) QR once. The generator is left exactly
+    where a fresh draw would leave it, so what follows (u) is drawn the same either way.
+    """
+    if d > _HAAR_CACHE_MAX_D:
+        return random_orthogonal(d, rng)
+    state = rng.bit_generator.state
+    Q, after = _haar_cached(d, _freeze(state))
+    rng.bit_generator.state = after
+    return Q
+
+
+def _freeze(value):
+    """A hashable copy of a generator state (nested dicts of ints and strings)."""
+    return tuple(sorted((k, _freeze(v)) for k, v in value.items())) if isinstance(value, dict) else value
+
+
+def _thaw(value):
+    return {k: _thaw(v) for k, v in value} if isinstance(value, tuple) else value
+
+
+@lru_cache(maxsize=12)
+def _haar_cached(d: int, state: tuple) -> tuple[np.ndarray, dict]:
+    rng = np.random.default_rng()
+    rng.bit_generator.state = _thaw(state)
+    Q = random_orthogonal(d, rng)
+    Q.setflags(write=False)
+    return Q, rng.bit_generator.state
 
 
 def draw_vector(
@@ -330,7 +393,7 @@ def _family(kind, d, kappa, lambda_min, aspect, rho, spikes, rotate, rng):
         lam = spaced(kappa * lambda_min, lambda_min, d)
         if not rotate:
             return lam, None, None
-        Q = random_orthogonal(d, rng)
+        Q = _haar_from_seed(d, rng)
         return lam, Q, _symmetric((Q * lam) @ Q.T)
     if kind == "marchenko-pastur":
         n = round(aspect * d) if np.isfinite(aspect) else 0
@@ -356,8 +419,30 @@ def _family(kind, d, kappa, lambda_min, aspect, rho, spikes, rotate, rng):
         H[start : start + m, start : start + m] = rho
         start += m
     H[np.diag_indices(d)] = 1.0
-    _, Q, _ = _eigh_desc(H)
-    return lam, Q, H
+    return lam, _equicorrelated_eigvecs(sizes), H
+
+
+def _equicorrelated_eigvecs(sizes: np.ndarray) -> np.ndarray:
+    """Eigenvectors of the block equicorrelated H, in closed form (a dense eigensolver takes seconds at d = 1000).
+
+    Block b (features ``[s_b, s_b + m_b)``) holds the eigenvector ``1 / sqrt(m_b)`` on its features (eigenvalue
+    ``1 - rho + rho m_b``) and, for eigenvalue ``1 - rho``, the Helmert basis of the vectors summing to 0 there:
+    ``(1, ..., 1, -k, 0, ...) / sqrt(k (k + 1))`` for k = 1 .. m_b - 1. Columns: the block means in the order of
+    ``sizes`` (non-increasing, so eigenvalues descending), then the Helmert vectors. ``1 - rho`` is repeated, so
+    any orthonormal basis of its eigenspace is as good as another: the dynamics commute with rotations inside it.
+    """
+    d = int(np.sum(sizes))
+    Q = np.zeros((d, d))
+    col = len(sizes)
+    start = 0
+    for b, m in enumerate(sizes):
+        Q[start : start + m, b] = 1 / np.sqrt(m)
+        k = np.arange(1, m)
+        rows = np.arange(m)[:, None]
+        helmert = (rows < k).astype(float) - np.where(rows == k, k, 0)
+        Q[start : start + m, col : col + m - 1] = helmert / np.sqrt(k * (k + 1))
+        start, col = start + m, col + m - 1
+    return Q
 
 
 def _eigh_desc(H: np.ndarray):

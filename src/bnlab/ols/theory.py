@@ -16,13 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import brentq
 
 from bnlab.errors import BnlabError
 from bnlab.ols.problem import Problem
+from bnlab.ols.secular import secular_root, secular_roots
 
-# Up to this dimension H*'s spectrum comes from a dense eigensolver; beyond it, from the secular equation.
-_DENSE_MAX_D = 2048
+# Up to this dimension H*'s spectrum comes from a dense eigensolver; beyond it, from the secular equation
+# (compiled, O(d^2): 5x faster than the dense solver at d = 1000). Its extremes come from the secular equation at
+# every d.
+_DENSE_MAX_D = 64
 
 
 # -- GD --------------------------------------------------------------------------------------------------
@@ -58,7 +60,7 @@ def effective_eigvals(problem: Problem) -> np.ndarray:
     """The d - 1 non-zero eigenvalues of ``H*``, descending.
 
     In H's eigenbasis ``H* = diag(lambda) - z z^T / rho`` with ``z = lambda * u`` and ``rho = u^T H u``; a
-    rank-one downdate whose eigenvalues interlace with lambda. Up to d = 2048 a dense eigensolver gives them;
+    rank-one downdate whose eigenvalues interlace with lambda. Up to d = 64 a dense eigensolver gives them;
     beyond, the problem is deflated (:func:`_deflate`) and the rest solve the secular equation
     ``1 = sum_i z_i^2 / (rho (lambda_i - mu))``, one root between consecutive poles; the remaining
     eigenvalue is 0 (``H* u = 0``).
@@ -70,7 +72,7 @@ def effective_eigvals(problem: Problem) -> np.ndarray:
         mu = np.linalg.eigvalsh(np.diag(lam) - np.outer(z, z) / rho)[::-1]
         return mu[:-1]
     fixed, poles, weights = _deflate(lam, z, rho)
-    roots = [_secular_root(poles, weights, j) for j in range(len(poles) - 1)]
+    roots = secular_roots(poles, weights) if len(poles) > 1 else np.empty(0)
     return np.sort(np.r_[fixed, roots])[::-1].copy()
 
 
@@ -98,36 +100,13 @@ def _deflate(lam: np.ndarray, z: np.ndarray, rho: float) -> tuple[np.ndarray, np
     return np.concatenate(fixed), poles, weights
 
 
-def _secular_root(poles: np.ndarray, weights: np.ndarray, j: int) -> float:
-    """The root of ``f(mu) = 1 - sum_i weights_i / (poles_i - mu)`` in ``(poles[j+1], poles[j])``.
-
-    The poles are distinct and the weights positive (after :func:`_deflate`), so f falls from +inf to -inf
-    across the interval. The root is found as an offset ``t`` from the nearer pole, with
-    ``poles_i - mu = (poles_i - pole) - t``, so that a root close to a pole keeps its relative precision (the
-    shift LAPACK's dlaed4 uses).
-    """
-    lo, hi = poles[j + 1], poles[j]
-    mid = 0.5 * (lo + hi)
-    near_hi = 1.0 - float(np.sum(weights / (poles - mid))) >= 0  # f decreasing: the root lies above mid
-    pole = hi if near_hi else lo
-    offsets = poles - pole
-
-    def secular(t: float) -> float:
-        return 1.0 - float(np.sum(weights / (offsets - t)))
-
-    half = mid - pole  # negative when measuring from the upper pole
-    tiny = abs(half) * 1e-300
-    a, b = (half, -tiny) if near_hi else (tiny, half)
-    return float(pole + brentq(secular, a, b, xtol=1e-300, rtol=1e-15, maxiter=500))
-
-
 def effective_extremes(problem: Problem) -> tuple[float, float]:
-    """``(lambda*_max, lambda*_min)`` without the full spectrum where d is large."""
-    if problem.d <= _DENSE_MAX_D:
-        mu = effective_eigvals(problem)
-        return float(mu[0]), float(mu[-1])
+    """``(lambda*_max, lambda*_min)`` without the full spectrum, at any d: the deflated eigenvalues and the two
+    outer roots of the secular equation (:func:`effective_eigvals`), O(d) where a dense solver is O(d^3)."""
+    if problem.d < 2:
+        raise BnlabError("H* has no non-zero eigenvalue when d = 1")
     fixed, poles, weights = _deflate(problem.eigvals, problem.eigvals * problem.u_eig, problem.u_norm_H2)
-    ends = [_secular_root(poles, weights, 0), _secular_root(poles, weights, len(poles) - 2)] if len(poles) > 1 else []
+    ends = [secular_root(poles, weights, 0), secular_root(poles, weights, len(poles) - 2)] if len(poles) > 1 else []
     candidates = np.r_[fixed, ends]
     return float(candidates.max()), float(candidates.min())
 
@@ -176,23 +155,20 @@ class WindowLaw:
     """BNGD's predicted ``F``-window of eps (steps to a tolerance within ``F`` times the best), per run.
 
     ``eps_lo`` and ``eps_hi`` are the eps at which the limit effective step equals ``eps_hat_opt`` on the
-    small-eps flank (w does not grow) and on the large-eps flank (the first step sets ``||w||``); the window is
-    ``[eps_lo / s, s eps_hi]`` with ``s = eps_hat_opt / eps_hat_F`` (``F`` for large kappa*), ``width`` its
-    length in decades.
+    small-eps flank (w does not grow) and on the large-eps flank (the first step sets ``||w||``); ``flank`` is
+    ``s = eps_hat_opt / eps_hat_F`` (``F`` for large kappa*). ``lower`` and ``upper`` are the window's ends,
+    ``[eps_lo / s, s eps_hi]`` when the window is wide and inside that when the two flanks meet
+    (:func:`window_law`); ``width`` is its length in decades. ``best_rate`` is ``rho*`` at the best effective step
+    the run reaches, so the law's fewest steps to a tolerance are ``log(1/tol) / -log best_rate^2``.
     """
 
     eps_lo: np.ndarray
     eps_hi: np.ndarray
     factor: float
     flank: float  # s = eps_hat_opt / eps_hat_F
-
-    @property
-    def lower(self) -> np.ndarray:
-        return self.eps_lo / self.flank
-
-    @property
-    def upper(self) -> np.ndarray:
-        return self.eps_hi * self.flank
+    lower: np.ndarray
+    upper: np.ndarray
+    best_rate: np.ndarray
 
     @property
     def width(self) -> np.ndarray:
@@ -204,23 +180,29 @@ def window_law(problem: Problem, w0, a0=1.0, factor: float = 10.0, tol: float | 
 
     At the limit w is parallel to u, so ``||w_inf||_H = ||w_inf|| a* / ||u||`` with ``a* = ||u||_H`` and the
     effective step is ``eps_hat_inf = eps a*^2 / ||w_inf||_H^2 = eps ||u||^2 / ||w_inf||^2``. By F3,
-    ``||w_inf||^2 = ||w0||^2 + sum_k eps^2 ||grad_w J_k||^2``:
+    ``||w_inf||^2 = ||w0||^2 + sum_k eps^2 ||grad_w J_k||^2``; keeping ``w0`` and the first step,
+
+        ``eps_hat_inf(eps) ~ eps ||u||^2 / (||w0||^2 + eps^2 G^2)``,  ``G = ||grad_w J(a0, w0)||``.
 
     - small eps: w barely grows, ``eps_hat_inf = eps ||u||^2 / ||w0||^2``, which is ``eps_hat_opt`` at
       ``eps_lo = eps_hat_opt ||w0||^2 / ||u||^2``;
-    - large eps: the first step dominates, ``||w_1||^2 ~ eps^2 G^2`` with ``G = ||grad_w J(a0, w0)||``
-      (later steps add little once ``eps_hat`` is under the stability edge), so
-      ``eps_hat_inf = ||u||^2 / (eps G^2)``, which is ``eps_hat_opt`` at ``eps_hi = ||u||^2 / (eps_hat_opt G^2)``.
+    - large eps: the first step dominates (later steps add little once ``eps_hat`` is under the stability
+      edge), ``eps_hat_inf = ||u||^2 / (eps G^2)``, which is ``eps_hat_opt`` at
+      ``eps_hi = ||u||^2 / (eps_hat_opt G^2)``.
 
     Past the transient the steps to a tolerance are ``log(1/tol) / -log rho*(eps_hat)^2``, and for
     ``eps_hat <= eps_hat_opt`` ``rho* = 1 - eps_hat lambda*_min``: they grow like ``1 / eps_hat`` on both flanks.
-    They reach F times the best at ``eps_hat_F``, where ``-log rho*(eps_hat_F) = -log rho*(eps_hat_opt) / F``,
-    i.e. ``eps_hat_F = (1 - rho_opt^(1/F)) / lambda*_min`` (``rho_opt = (kappa* - 1)/(kappa* + 1)``), which is
-    ``eps_hat_opt / F`` for large kappa*. The ``F``-window is ``[eps_lo s, eps_hi / s]`` with
-    ``s = eps_hat_F / eps_hat_opt``, i.e. ``[eps_lo / F, F eps_hi]`` for large kappa*. ``||w0||`` cancels
-    from the width (it multiplies ``eps_lo`` by ``||w0||^2`` and ``G^2`` by ``||w0||^-2``): it shifts the
-    window and does not widen it. ``a0 = 0`` leaves w where it is for one step; the second step, with
-    ``a_1 = w0^T g / ||w0||_H``, then plays the first one's role.
+    The fewest are at ``eps_hat_b = min(eps_hat_opt, eps_hat_max)``, where ``eps_hat_max = ||u||^2 / (2 G
+    ||w0||)`` is the most the formula above reaches (at ``eps = ||w0|| / G``): when ``a*/a0`` is small the flanks
+    meet before ``eps_hat_inf`` gets to ``eps_hat_opt`` (``eps_lo ~ eps_hi``, e.g. a standardised target with
+    ``a0 = 1``), the best is slower, and F times it reaches further out. They are F times the best at
+    ``eps_hat_F``, ``-log rho*(eps_hat_F) = -log rho*(eps_hat_b) / F``, i.e.
+    ``eps_hat_F = (1 - rho_b^(1/F)) / lambda*_min``; the ends are the two roots of
+    ``eps_hat_inf(eps) = eps_hat_F``. When ``eps_lo << eps_hi`` they are ``[eps_lo / s, s eps_hi]`` with
+    ``s = eps_hat_opt / eps_hat_F`` (``F`` for large kappa*). ``||w0||`` cancels from the width (it multiplies
+    ``eps_lo`` by ``||w0||^2`` and ``G^2`` by ``||w0||^-2``): it shifts the window and does not widen it.
+    ``a0 = 0`` leaves w where it is for one step; the second step, with ``a_1 = w0^T g / ||w0||_H``, then plays
+    the first one's role.
 
     With ``tol`` (steps counted to ``gap <= tol gap_0``), the upper end also counts what the first step buys:
     for large eps it puts w along ``-grad_w J(a0, w0)``, leaving the direction part of the gap at
@@ -239,8 +221,10 @@ def window_law(problem: Problem, w0, a0=1.0, factor: float = 10.0, tol: float | 
     """
     if not factor > 1:
         raise BnlabError(f"factor must be > 1, got {factor}")
+    if tol is not None and not 0 < tol < 1:
+        raise BnlabError(f"tol must be in (0, 1), got {tol}")
     single = np.ndim(w0) == 1 and np.ndim(a0) == 0
-    w = np.atleast_2d(np.asarray(w0, dtype=np.float64)) @ problem.eigvecs
+    w = problem.to_eig(np.atleast_2d(np.asarray(w0, dtype=np.float64)))
     lam, g = problem.eigvals, problem.g_eig
     whw = (w * w) @ lam
     wg = w @ g
@@ -251,20 +235,35 @@ def window_law(problem: Problem, w0, a0=1.0, factor: float = 10.0, tol: float | 
     a_star = float(np.sqrt(problem.u_norm_H2))
     hi, lo = effective_extremes(problem)
     eh_opt = 2.0 / (hi + lo)
-    rho_opt = float(bngd_rate(problem, eh_opt))
-    eh_f = -np.expm1(np.log(rho_opt) / factor) / lo if rho_opt > 0 else eh_opt / factor
-    # eps_hat_inf per unit eps when ||w_inf|| = ||w0||, and times eps when ||w_inf|| = eps G.
+    # eps_hat_inf per unit eps when ||w_inf|| = ||w0|| (A), and times eps when ||w_inf|| = eps G (B).
     slope_small = effective_step_size(1.0, a_star, np.linalg.norm(w, axis=1) * a_star / u_norm)
     slope_large = effective_step_size(1.0, a_star, np.linalg.norm(grad, axis=1) * a_star / u_norm)
     eps_lo, eps_hi = eh_opt / slope_small, slope_large / eh_opt
+    # The best effective step reached, and the one F times slower (rho* = 1 - eps_hat lambda*_min up to eh_opt).
+    eh_best = np.minimum(eh_opt, 0.5 * np.sqrt(slope_small * slope_large))
+    eh_f = -np.expm1(np.log1p(-eh_best * lo) / factor) / lo
+    # Roots of eps / (1/A + eps^2/B) = eh_F: eps = B/(2 eh_F) (1 -+ sqrt(1 - x)), x = 4 eh_F^2 / (A B) < 1.
+    root = np.sqrt(np.clip(1 - 4 * eh_f**2 / (slope_small * slope_large), 0.0, None))
+    lower = 2 * eh_f / slope_small / (1 + root)
+    upper = slope_large / (2 * eh_f) * (1 + root)
     if tol is not None:
-        if not 0 < tol < 1:
-            raise BnlabError(f"tol must be in (0, 1), got {tol}")
         kept = _direction_gap(problem, grad) / _direction_gap(problem, w)
-        eps_hi = eps_hi * np.log(1 / tol) / np.maximum(np.log(kept / tol), np.finfo(np.float64).tiny)
+        gain = np.log(1 / tol) / np.maximum(np.log(kept / tol), np.finfo(np.float64).tiny)
+        eps_hi, upper = eps_hi * gain, upper * gain
+    rho_opt = 1 - eh_opt * lo
+    flank = eh_opt * lo / -np.expm1(np.log(rho_opt) / factor) if rho_opt > 0 else factor
+    best_rate = 1 - eh_best * lo
     if single:
-        eps_lo, eps_hi = eps_lo[0], eps_hi[0]
-    return WindowLaw(eps_lo=eps_lo, eps_hi=eps_hi, factor=float(factor), flank=float(eh_opt / eh_f))
+        eps_lo, eps_hi, lower, upper, best_rate = eps_lo[0], eps_hi[0], lower[0], upper[0], best_rate[0]
+    return WindowLaw(
+        eps_lo=eps_lo,
+        eps_hi=eps_hi,
+        factor=float(factor),
+        flank=float(flank),
+        lower=lower,
+        upper=upper,
+        best_rate=best_rate,
+    )
 
 
 def _direction_gap(problem: Problem, w: np.ndarray) -> np.ndarray:
