@@ -137,6 +137,20 @@ def modal_forecast(modal: ModalGap, eff_step, eps_a, offsets) -> np.ndarray:
     return modes_later + modal.a_part[..., None] * np.asarray(a_rate)[..., None] ** t
 
 
+def gd_modal_gap(problem: Problem, w) -> ModalGap:
+    """GD's loss gap of states ``w (..., d)`` (original coordinates) split over H's own modes, as a
+    :class:`ModalGap` whose ``mu`` is lambda: GD is linear, ``v = Q^T (w - u)`` moves as
+    ``v_i <- (1 - eps lambda_i) v_i``, and the gap is exactly ``sum_i lambda_i v_i^2 / 2``, mode i contracting
+    by ``(1 - eps lambda_i)^2`` per step. So :func:`modal_rate` and :func:`modal_forecast` (with ``eff_step =
+    eps``; the scale part is empty) give GD's rate from the modes populated in ``w - u``: a coordinate that is
+    zero (a sparse ``w0 - u`` in H's eigenbasis) or below round-off never sets the tail, and close eigenvalues
+    near the slowest one compete over a finite stretch.
+    """
+    v = np.asarray(w, dtype=np.float64) @ problem.eigvecs - problem.u_eig
+    zeros = np.zeros(v.shape[:-1])
+    return ModalGap(mu=problem.eigvals, modes=problem.eigvals * v**2 / 2, along_u=zeros, a_part=zeros)
+
+
 def bngd_checkpoints(problem: Problem, eps, at_steps, **bngd_kwargs) -> tuple[np.ndarray, np.ndarray]:
     """The BNGD states ``(a (K, B), w (K, B, d))`` at the steps ``at_steps`` (ascending), by running the batch
     segment by segment (each segment restarts from the previous one's final state)."""
