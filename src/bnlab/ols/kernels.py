@@ -84,6 +84,14 @@ def blowup_bounds(max_value: float) -> tuple[float, float, float, float]:
     return 10.0 ** (100 * scale), 10.0 ** (250 * scale), 10.0 ** (100 * scale), 10.0 ** (250 * scale)
 
 
+def gd_flush(x, flush):
+    """``x``, or zero where ``|x| < flush`` (``gd_floor``): a fast mode of GD decays coordinate by coordinate to
+    subnormal numbers while the slow ones hold the gap up (x86 CPUs process subnormals ~100x slower: a kappa =
+    1e4 sweep ran at 9.5 ns per run-dim-step instead of ~0.4); such a coordinate's part of the gap,
+    ``lambda x^2 < lambda tiny``, is far below the gap's own resolution while the run is above ``gd_floor``."""
+    return x if abs(x) >= flush else x * 0.0
+
+
 def gd_floor(tiny: float) -> float:
     """The GD gap below which a run is set to the optimum exactly: ``sqrt(tiny)`` of the type (1.5e-154 in
     float64). Below it the error's squares are subnormal numbers, which x86 CPUs process ~100x slower, and the
@@ -200,7 +208,7 @@ def _gd_loop(lam, v0, eps, recorded, bound, floor, lanes, out, v_final, diverged
         v[:] = v0[runs].T
         factor = np.ones((d, lanes), dtype)
         gap, gap_next = np.empty(lanes, dtype), np.empty(lanes, dtype)
-        _nb_gd_pass(lam, v, v_next, factor, gap)  # unit factors: the initial gap
+        _nb_gd_pass(lam, v, v_next, factor, gap, 0.0)  # unit factors, nothing flushed: the initial gap
         for i in range(d):
             for r in range(lanes):
                 factor[i, r] = _nb_gd_factor(eps[blk * lanes + r], lam[i])
@@ -214,7 +222,7 @@ def _gd_loop(lam, v0, eps, recorded, bound, floor, lanes, out, v_final, diverged
                 t += 1
             if k == steps:
                 break
-            _nb_gd_pass(lam, v, v_next, factor, gap_next)
+            _nb_gd_pass(lam, v, v_next, factor, gap_next, floor)
             for r in range(lanes):
                 if not alive[r]:
                     continue
@@ -232,15 +240,16 @@ def _gd_loop(lam, v0, eps, recorded, bound, floor, lanes, out, v_final, diverged
         v_final[runs] = v.T
 
 
-def _gd_pass(lam, v, v_next, factor, gap_next):
-    """``v_next = factor * v`` for a block ``(d, lanes)``, with the gap ``v_next^T H v_next / 2``."""
+def _gd_pass(lam, v, v_next, factor, gap_next, flush):
+    """``v_next = factor * v`` for a block ``(d, lanes)``, with the gap ``v_next^T H v_next / 2``; a coordinate
+    below ``flush`` (``gd_floor``) is set to zero (``gd_flush``)."""
     d, lanes = v.shape
     for r in range(lanes):
         gap_next[r] = 0.0
     for i in range(d):
         lam_i = lam[i]
         for r in range(lanes):
-            x = v[i, r] * factor[i, r]
+            x = _nb_gd_flush(v[i, r] * factor[i, r], flush)
             v_next[i, r] = x
             gap_next[r] += (x * x) * lam_i
     for r in range(lanes):
@@ -258,6 +267,7 @@ _nb_bngd_within_bounds = _jit(bngd_within_bounds)
 _nb_bngd_excess = _jit(bngd_excess)
 _nb_effective_step = _jit(effective_step)
 _nb_gd_factor = _jit(gd_factor)
+_nb_gd_flush = _jit(gd_flush)
 _nb_bngd_record = _jit(_bngd_record)
 _nb_bngd_pass = _jit(_bngd_pass)
 _nb_bngd_observed_pass = _jit(_bngd_observed_pass)
