@@ -88,6 +88,7 @@ def _chunk(cfg: RateConfig, seed: int) -> pd.DataFrame:
                 "method": "bngd",
                 "eps": bn_eps,
                 "eff_step": eff,
+                "predicted_at_fit": theory.bngd_rate(problem, eff_fit) ** 2,  # rho*^2 at eps_hat in the fit
                 # The theory takes eps_hat fixed: a run whose eps_hat still moves inside the fitted stretch
                 # (an overshoot of the edge late in the run) is outside its premise and is counted apart. "Moves":
                 # enough to change the predicted exponent by a third of the tolerance (near the edge a tiny drift
@@ -279,13 +280,25 @@ def _landmark_claim(cfg: RateConfig, row: pd.Series, label: str) -> Claim:
     off = bool(np.isfinite(row.modal_rate) and _off_rho_star(cfg, row))
     predicted = float(row.modal_rate if off else row.predicted)
     error = abs(_exponent(row.measured) / _exponent(predicted) - 1)
+    within = error <= cfg.tolerance
+    if not row.settled:  # eps_hat moved over the fitted stretch, from its value there to its last one: the
+        # contraction lies between rho*^2 at the two (widened by the tolerance).
+        ends = _exponent(np.array([row.predicted_at_fit, row.predicted]))
+        within = within or ends.min() * (1 - cfg.tolerance) <= _exponent(row.measured) <= ends.max() * (
+            1 + cfg.tolerance
+        )
     why = (
         f"; its modes put it off rho*^2 = {row.predicted:.6f} (slowest populated mode mu={row.mode_mu:.4g}, "
         f"{row.mode_share:.0%} of the gap; competing modes or a crushed top mode): compared with their forecast"
         if off
         else ""
     )
-    moving = "" if row.settled else "; eps_hat still moved in the fitted stretch (outside the fixed-eps_hat premise)"
+    moving = (
+        ""
+        if row.settled
+        else f"; eps_hat still moved in the fitted stretch: held to rho*^2 between {row.predicted_at_fit:.6f} (there) "
+        f"and {row.predicted:.6f} (at the end)"
+    )
     return Claim(
         id=f"rate.bngd-at-{label}-eps",
         claim=f"BNGD rate at eps = {row.eps:.3g}: rho*(eps_hat_inf)^2, or the rate of the modes populated where "
@@ -293,7 +306,7 @@ def _landmark_claim(cfg: RateConfig, row: pd.Series, label: str) -> Claim:
         quantity=f"contraction per step, eps_hat_inf = {row.eff_step:.5g}",
         predicted=predicted,
         measured=row.measured,
-        holds=bool(error <= cfg.tolerance),
+        holds=bool(within),
         detail=f"relative error of -log(rate) {error:.2e} (allowed {cfg.tolerance:g}){why}{moving}",
     )
 
