@@ -56,7 +56,7 @@ def _budget(cfg: RateConfig, slowest_gd: float) -> tuple[int, int]:
     """``(steps, record_every)``: ``cfg.steps``, or as many as GD's slowest run (eps = 0.1 of its edge, gap
     contraction ``slowest_gd`` per step) needs to take its gap to 1e-12 of its start, ``log(1e12) / -log(rate)``:
     1e-3, where the fit begins, then nine decades to fit on (on kappa = 1e4 that is 7e5 steps, not 2e4; the
-    defaults' 2e4 covers kappa up to ~700); records thinned to keep ``cfg.steps / cfg.record_every`` of them."""
+    defaults' 2e4 cover kappa up to ~300); records thinned to keep ``cfg.steps / cfg.record_every`` of them."""
     needed = int(np.ceil(np.log(1e12) / _exponent(slowest_gd)))
     steps = max(cfg.steps, needed)
     return steps, max(cfg.record_every, steps // max(cfg.steps // cfg.record_every, 1))
