@@ -133,7 +133,19 @@ def modal_forecast(modal: ModalGap, eff_step, eps_a, offsets) -> np.ndarray:
     modes compete (close eigenvalues of H*, or eps_hat near the tie ``2 / (lambda*_max + lambda*_min)``)."""
     rates, a_rate = mode_rates(modal.mu, eff_step, eps_a)
     t = np.asarray(offsets, dtype=np.float64)  # (T,) for every run, or (..., T) per run
-    modes_later = np.einsum("...j,...jt->...t", modal.modes, rates[..., None] ** (t[..., None, :] if t.ndim > 1 else t))
+    shape = np.broadcast_shapes(rates.shape, modal.modes.shape)
+    rates, parts = np.broadcast_to(rates, shape), np.broadcast_to(modal.modes, shape)
+    batch = shape[:-1]
+    times = np.broadcast_to(t, (*batch, t.shape[-1]))
+    flat_r, flat_p = rates.reshape(-1, rates.shape[-1]), parts.reshape(-1, rates.shape[-1])
+    flat_t = times.reshape(-1, t.shape[-1])
+    # One run at a time, a (d, T) power table and a matrix-vector product: the whole (..., d, T) table at once
+    # (450 MB at 14 runs x d = 1000 x 4000 records) made this 10x slower than the dynamics it explains.
+    # r^t as exp(t log r) (numpy's vectorised exp, ~30x faster than its pow here); a rate of 0 is taken as
+    # 1e-300, whose powers t >= 1 are 0 to the type's resolution.
+    logs = np.log(np.maximum(flat_r, 1e-300))
+    modes_later = np.stack([p @ np.exp(lr[:, None] * tn) for lr, p, tn in zip(logs, flat_p, flat_t, strict=True)])
+    modes_later = modes_later.reshape(*batch, t.shape[-1])
     return modes_later + modal.a_part[..., None] * np.asarray(a_rate)[..., None] ** t
 
 
