@@ -4,7 +4,8 @@ Workload: 1024 learning rates (geomspace(1e-4, 1e8)) x d = 100 x 2000 steps, flo
 BNGD paths: a NumPy loop with the full H, one run at a time (a few runs, scaled up); a vectorised NumPy loop in H's
 eigenbasis (all runs at once); a plain numba loop (~25 lines, parallel over runs, sums in order, no recording);
 the same with fastmath=True (reordered, vectorised sums); bnlab's ``bngd`` with its defaults (recording every step),
-``record_every=100`` and end-only. GD: the eigenbasis NumPy loop, ``gd`` every step and end-only. The peak is
+``record_every=100`` and end-only, and the same call forced onto the other layout of its fused loops (bnlab picks
+the layout by d). GD: the eigenbasis NumPy loop, a naive numba loop, ``gd`` every step and end-only. The peak is
 measured in the same run (a 2048^3 float64 matmul: 2 flops per FMA), and each path's fraction of it counts the
 update rule's work (BNGD: 4 FMAs and a multiply per run-dim-step, i.e. 10 flops counted as 2 per FMA; GD: 1 mul).
 
@@ -23,7 +24,7 @@ import numba
 import numpy as np
 import torch
 
-from bnlab.ols import Problem, bngd, gd
+from bnlab.ols import Problem, bngd, dynamics, gd
 
 BNGD_FLOPS = 10  # per run-dim-step: moments (2 FMAs + 1 mul) and the update (2 FMAs)
 GD_FLOPS = 1
@@ -86,7 +87,23 @@ def _naive(lam, g, eps, steps, w0):
     return out
 
 
+def _naive_gd(lam, eps, steps, v0):
+    """GD's naive fused loop: one run per iteration of a parallel loop, the gap summed every step."""
+    B, d = v0.shape
+    gaps = np.empty(B)
+    for b in numba.prange(B):
+        v, gap = v0[b].copy(), 0.0
+        for _ in range(steps):
+            gap = 0.0
+            for i in range(d):
+                v[i] *= 1.0 - eps[b] * lam[i]
+                gap += v[i] * v[i] * lam[i]
+        gaps[b] = 0.5 * gap
+    return gaps
+
+
 naive_fused = numba.njit(parallel=True, fastmath=False)(_naive)
+naive_gd = numba.njit(parallel=True, fastmath=False)(_naive_gd)
 naive_fused_fastmath = numba.njit(parallel=True, fastmath=True)(_naive)
 
 
@@ -176,9 +193,25 @@ def main() -> None:
         call = lambda e=every: bngd(problem, eps, args.steps, w0=w0, record_every=e, device=dev)  # noqa: E731
         first = timed(call, 1)
         row(f"BNGD bnlab bngd, {label}", timed(call, args.repeats), BNGD_FLOPS, first)
+    if dev == "cpu":  # the other layout of the fused loops, forced (bnlab picks it by d: dynamics.RUNS_LAYOUT_MIN_D)
+        other = "blocks" if dynamics._layout(args.dim) == "runs" else "runs"
+        default_min_d = dynamics.RUNS_LAYOUT_MIN_D
+        dynamics.RUNS_LAYOUT_MIN_D = 10**9 if other == "blocks" else 1
+        for label, every in (("default", 1), ("end only", args.steps)):
+            call = lambda e=every: bngd(problem, eps, args.steps, w0=w0, record_every=e)  # noqa: E731
+            first = timed(call, 1)
+            row(f"BNGD bnlab bngd, {label}, {other} layout (forced)", timed(call, args.repeats), BNGD_FLOPS, first)
+        dynamics.RUNS_LAYOUT_MIN_D = default_min_d
     v0 = w0 @ problem.eigvecs - problem.u_eig
     if dev == "cpu":
         row("GD NumPy eigenbasis, vectorised", timed(lambda: numpy_gd(lam, eps, args.steps, v0), 1), GD_FLOPS)
+        first = timed(lambda: naive_gd(lam, eps, args.steps, v0), 1)
+        row(
+            "GD naive fused numba loop (gap every step)",
+            timed(lambda: naive_gd(lam, eps, args.steps, v0), args.repeats),
+            GD_FLOPS,
+            first,
+        )
     for label, every in (("default (record every step)", 1), ("end only", args.steps)):
         call = lambda e=every: gd(problem, eps, args.steps, w0=w0, record_every=e, device=dev)  # noqa: E731
         first = timed(call, 1)

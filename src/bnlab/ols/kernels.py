@@ -5,15 +5,17 @@ The rules are plain arithmetic on per-run values, so the same functions serve th
 file, beside the loops that inline them, because numba's disk cache is invalidated by this file's timestamp
 only; a rule kept elsewhere could go stale in the cache.
 
-Fused loop layout: runs are cut into blocks of ``lanes``; a block's state is a ``(d, lanes)`` array, so the
-inner loop runs across independent runs and vectorises without reordering any floating-point sum (results do
-not depend on the vector width). Each step is one pass that writes ``w_{k+1}`` into a second buffer and
-accumulates its moments ``w^T g`` and ``||w||_H^2``, which the next step and the blow-up check both use. A run
-whose next state would leave the safe range is frozen at its last state: its column is restored from the
-other buffer and its coefficients become zero, so later passes copy it unchanged. A recorded step uses a
-variant of the pass that also sums ``||e||_H^2`` and ``||w||^2`` of ``w_k`` (the step needs ``e`` anyway) and
-writes the recorded quantities into the caller's preallocated buffer, so recording every step keeps the loop
-fused and costs two extra sums per element.
+Two fused loop layouts, chosen by d (``dynamics.RUNS_LAYOUT_MIN_D``):
+- blocks (small d): runs are cut into blocks of ``lanes``; a block's state is a ``(d, lanes)`` array, so the
+  inner loop runs across independent runs and vectorises without reordering any floating-point sum. Each step is
+  one pass that writes ``w_{k+1}`` into a second buffer and accumulates its moments ``w^T g`` and ``||w||_H^2``,
+  which the next step and the blow-up check both use. A run whose next state would leave the safe range is frozen
+  at its last state: its column is restored from the other buffer and its coefficients become zero, so later
+  passes copy it unchanged. A recorded step uses a variant of the pass that also sums ``||e||_H^2`` and ``||w||^2``
+  of ``w_k`` and writes the recorded quantities into the caller's preallocated buffer.
+- runs (d >= 32): each run's pass over i vectorises its own sums (BNGD four runs per pass); see the section
+  "the per-run loops" below. Same rules, same freezing; a run frozen (or, for GD, at the optimum) for good stops
+  costing anything.
 """
 
 from __future__ import annotations
@@ -256,6 +258,152 @@ def _gd_pass(lam, v, v_next, factor, gap_next, flush):
         gap_next[r] *= 0.5
 
 
+# -- the per-run loops (d >= 32) --------------------------------------------------------------------------
+# From d ~ 32 up a run's state is long enough to vectorise its own sums: one run per vectorised pass (BNGD: four,
+# sharing the loads of lambda, g, u and hiding one another's square root and divisions), its sums in registers,
+# one store per element; the block layout instead keeps its per-run sums in memory (three stores per element)
+# and its (d, lanes) buffers leave L1 as d grows. These loops let LLVM reassociate the sums over i (which is what
+# vectorises them) and contract multiply-adds: results differ from the in-order loops by round-off (1e-16
+# relative per step) and depend on the vector width, as any vectorised sum does (torch's included). A step's
+# state rows are picked by index: a view or a rebound array per step would cost numba a reference count each,
+# more than the pass itself at d = 100.
+RUNS_PER_PASS = 4  # BNGD
+
+
+def _bngd_quad_pass(lam, g, u, W, src, dst, c, r):
+    """``W[dst[q]] = w + c[q] H e`` (``w = W[src[q]]``, ``e = u - r[q] w``) for four runs in one pass over i,
+    with each run's ``W[dst[q]]^T g`` and ``||W[dst[q]]||_H^2``."""
+    s0, s1, s2, s3, n0, n1, n2, n3 = src[0], src[1], src[2], src[3], dst[0], dst[1], dst[2], dst[3]
+    c0, c1, c2, c3, r0, r1, r2, r3 = c[0], c[1], c[2], c[3], r[0], r[1], r[2], r[3]
+    wg0 = whw0 = wg1 = whw1 = wg2 = whw2 = wg3 = whw3 = 0.0
+    for i in range(lam.shape[0]):
+        lam_i, g_i, u_i = lam[i], g[i], u[i]
+        y0 = _fast_bngd_w_next(W[s0, i], c0, lam_i * _fast_bngd_error(u_i, r0, W[s0, i]))
+        y1 = _fast_bngd_w_next(W[s1, i], c1, lam_i * _fast_bngd_error(u_i, r1, W[s1, i]))
+        y2 = _fast_bngd_w_next(W[s2, i], c2, lam_i * _fast_bngd_error(u_i, r2, W[s2, i]))
+        y3 = _fast_bngd_w_next(W[s3, i], c3, lam_i * _fast_bngd_error(u_i, r3, W[s3, i]))
+        W[n0, i], W[n1, i], W[n2, i], W[n3, i] = y0, y1, y2, y3
+        wg0 += y0 * g_i
+        whw0 += y0 * (y0 * lam_i)
+        wg1 += y1 * g_i
+        whw1 += y1 * (y1 * lam_i)
+        wg2 += y2 * g_i
+        whw2 += y2 * (y2 * lam_i)
+        wg3 += y3 * g_i
+        whw3 += y3 * (y3 * lam_i)
+    return (wg0, wg1, wg2, wg3), (whw0, whw1, whw2, whw3)
+
+
+def _bngd_record_sums(lam, u, w, r):
+    """``(||e||_H^2, ||w||^2)`` of one run (``e = u - r w``). A pass of its own, so that a step is the same pass
+    whether it is recorded or not: every recording mode then follows the same trajectory to the last bit (one
+    loop computing both would be vectorised, hence summed, in another order)."""
+    e_h2, ww = 0.0, 0.0
+    for i in range(lam.shape[0]):
+        e = _fast_bngd_error(u[i], r, w[i])
+        e_h2 += e * (lam[i] * e)
+        ww += w[i] * w[i]
+    return e_h2, ww
+
+
+def _bngd_quads_loop(lam, g, u, w0, a0, eps, eps_a, recorded, a_bound, whw_bound, out, w_final, a_final, diverged_at):
+    """BNGD for ``B`` runs (a multiple of four), four per pass; same results as ``_bngd_loop`` but written to
+    ``out[run, :, t]`` (a run writes its own records in order; across runs each record would touch its own cache
+    line). A group whose runs are all frozen stops stepping: its last records fill the remaining steps."""
+    d, B, dtype = lam.shape[0], w0.shape[0], w0.dtype
+    steps = recorded[-1]
+    for group in numba.prange(B // 4):
+        runs = slice(4 * group, 4 * group + 4)
+        W = np.empty((8, d), dtype)  # run q's state in row src[q], its next one written into row dst[q]
+        src, dst = np.arange(0, 8, 2), np.arange(1, 8, 2)
+        W[src] = w0[runs]
+        a, eps_g, eps_a_g, div = a0[runs].copy(), eps[runs], eps_a[runs], diverged_at[runs]
+        c, r, a_next = np.zeros(4, dtype), np.zeros(4, dtype), np.empty(4, dtype)
+        wg_0, whw_0 = _fast_bngd_quad_pass(lam, g, u, W, src, dst, c, r)  # c = 0: the moments of w_0
+        wg, whw, alive = np.empty(4, dtype), np.empty(4, dtype), np.empty(4, np.bool_)
+        for q in range(4):
+            wg[q], whw[q] = wg_0[q], whw_0[q]
+            alive[q] = _fast_bngd_within_bounds(a[q], whw[q], a_bound, whw_bound)
+            div[q] = -1 if alive[q] else 0
+        t = 0
+        for k in range(steps + 1):
+            for q in range(4):
+                c[q], r[q], a_next[q] = _fast_bngd_coefficients(
+                    a[q], wg[q], whw[q], math.sqrt(whw[q]), eps_g[q], eps_a_g[q]
+                )
+                c[q] = c[q] if alive[q] else 0.0  # a frozen run's pass copies it
+            if k == recorded[t]:
+                for q in range(4):
+                    e_h2, ww = _fast_bngd_record_sums(lam, u, W[src[q]], r[q])
+                    norm_h = math.sqrt(whw[q])
+                    run = 4 * group + q
+                    out[run, 0, t] = _fast_bngd_excess(a[q], wg[q], norm_h, e_h2)
+                    out[run, 1, t], out[run, 2, t], out[run, 3, t] = a[q], math.sqrt(ww), norm_h
+                    out[run, 4, t] = _fast_effective_step(a[q], whw[q], eps_g[q])
+                t += 1
+                if not alive.any():  # all four frozen: nothing moves again
+                    for run in range(4 * group, 4 * group + 4):
+                        for m in range(5):
+                            out[run, m, t:] = out[run, m, t - 1]
+                    break
+            if k == steps:
+                break
+            wg_next, whw_next = _fast_bngd_quad_pass(lam, g, u, W, src, dst, c, r)
+            for q in range(4):
+                if not alive[q]:
+                    continue
+                if _fast_bngd_within_bounds(a_next[q], whw_next[q], a_bound, whw_bound):
+                    a[q], wg[q], whw[q] = a_next[q], wg_next[q], whw_next[q]
+                    src[q], dst[q] = dst[q], src[q]
+                else:  # freeze at step k: row src[q] still holds w_k
+                    alive[q] = False
+                    div[q] = k + 1
+        a_final[runs] = a
+        w_final[runs] = W[src]
+
+
+def _gd_run_pass(lam, V, src, dst, eps):
+    """``V[dst] = (1 - eps lambda) V[src]`` for one run, with its gap ``V[dst]^T H V[dst] / 2``."""
+    gap = 0.0
+    for i in range(lam.shape[0]):
+        x = V[src, i] * _fast_gd_factor(eps, lam[i])
+        V[dst, i] = x
+        gap += (x * x) * lam[i]
+    return 0.5 * gap
+
+
+def _gd_runs_loop(lam, v0, eps, recorded, bound, floor, out, v_final, diverged_at):
+    """GD for ``B`` runs, one per pass; same outputs as ``_gd_loop`` but ``out[run, t]``. A run frozen or set to
+    the optimum stops stepping: its gap fills the remaining recorded steps."""
+    d, B = lam.shape[0], v0.shape[0]
+    steps = recorded[-1]
+    for run in numba.prange(B):
+        V = np.empty((2, d), v0.dtype)  # the state in row s, the next one written into row s ^ 1
+        V[0] = v0[run]
+        s, div = 0, -1
+        gap = _fast_gd_run_pass(lam, V, 0, 1, 0.0)  # a factor of one: the initial gap
+        t = 0
+        for k in range(steps + 1):
+            if k == recorded[t]:
+                out[run, t] = gap
+                t += 1
+            if k == steps:
+                break
+            if div >= 0 or gap == 0.0:  # frozen, or exactly at the optimum: nothing moves again
+                out[run, t:] = gap
+                break
+            gap_next = _fast_gd_run_pass(lam, V, s, s ^ 1, eps[run])
+            if gap_next < floor:  # at the optimum: zero, not a walk through subnormal numbers
+                V[s ^ 1] = 0.0
+                gap, s = 0.0, s ^ 1
+            elif gap_next <= bound[run]:
+                gap, s = gap_next, s ^ 1
+            else:
+                div = k + 1
+        v_final[run] = V[s]
+        diverged_at[run] = div
+
+
 # -- compilation ----------------------------------------------------------------------------------------
 # No fast-math, not even FMA contraction: every elementwise rule then rounds exactly as torch's separate ops do,
 # and the engines differ only in the order of their sums (contraction bought under 10% here).
@@ -272,16 +420,31 @@ _nb_bngd_record = _jit(_bngd_record)
 _nb_bngd_pass = _jit(_bngd_pass)
 _nb_bngd_observed_pass = _jit(_bngd_observed_pass)
 _nb_gd_pass = _jit(_gd_pass)
+# The per-run loops: the same rules, free to reassociate sums and contract multiply-adds. No other fast-math
+# flag: the blow-up checks rely on NaN and infinity behaving as IEEE says.
+_fast = functools.partial(numba.njit, fastmath={"reassoc", "contract", "nsz"}, error_model="numpy")
+_fast_bngd_coefficients = _fast(bngd_coefficients)
+_fast_bngd_w_next = _fast(bngd_w_next)
+_fast_bngd_error = _fast(bngd_error)
+_fast_bngd_within_bounds = _fast(bngd_within_bounds)
+_fast_bngd_excess = _fast(bngd_excess)
+_fast_effective_step = _fast(effective_step)
+_fast_gd_factor = _fast(gd_factor)
+_fast_bngd_quad_pass = _fast(_bngd_quad_pass)
+_fast_bngd_record_sums = _fast(_bngd_record_sums)
+_fast_gd_run_pass = _fast(_gd_run_pass)
 
 
-def _loop_jit(fn):
+def _loop_jit(fn, jit=_jit):
     """``fn`` compiled in parallel over blocks, cached on disk (next to this file, in ``NUMBA_CACHE_DIR`` or in
     numba's user-wide directory); where no cache location is writable it still compiles, once per process."""
     try:
-        return _jit(parallel=True, cache=True)(fn)
+        return jit(parallel=True, cache=True)(fn)
     except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        return _jit(parallel=True)(fn)
+        return jit(parallel=True)(fn)
 
 
 bngd_loop = _loop_jit(_bngd_loop)
 gd_loop = _loop_jit(_gd_loop)
+bngd_quads_loop = _loop_jit(_bngd_quads_loop, _fast)
+gd_runs_loop = _loop_jit(_gd_runs_loop, _fast)
