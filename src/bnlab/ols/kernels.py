@@ -362,11 +362,12 @@ def _bngd_quads_loop(lam, g, u, w0, a0, eps, eps_a, recorded, a_bound, whw_bound
         w_final[runs] = W[src]
 
 
-def _gd_run_pass(lam, V, src, dst, eps):
-    """``V[dst] = (1 - eps lambda) V[src]`` for one run, with its gap ``V[dst]^T H V[dst] / 2``."""
+def _gd_run_pass(lam, V, src, dst, eps, flush):
+    """``V[dst] = (1 - eps lambda) V[src]`` for one run, with its gap ``V[dst]^T H V[dst] / 2``; a coordinate
+    below ``flush`` is set to zero (``gd_flush``)."""
     gap = 0.0
     for i in range(lam.shape[0]):
-        x = V[src, i] * _fast_gd_factor(eps, lam[i])
+        x = _fast_gd_flush(V[src, i] * _fast_gd_factor(eps, lam[i]), flush)
         V[dst, i] = x
         gap += (x * x) * lam[i]
     return 0.5 * gap
@@ -381,7 +382,7 @@ def _gd_runs_loop(lam, v0, eps, recorded, bound, floor, out, v_final, diverged_a
         V = np.empty((2, d), v0.dtype)  # the state in row s, the next one written into row s ^ 1
         V[0] = v0[run]
         s, div = 0, -1
-        gap = _fast_gd_run_pass(lam, V, 0, 1, 0.0)  # a factor of one: the initial gap
+        gap = _fast_gd_run_pass(lam, V, 0, 1, 0.0, 0.0)  # a factor of one, nothing flushed: the initial gap
         t = 0
         for k in range(steps + 1):
             if k == recorded[t]:
@@ -392,7 +393,7 @@ def _gd_runs_loop(lam, v0, eps, recorded, bound, floor, out, v_final, diverged_a
             if div >= 0 or gap == 0.0:  # frozen, or exactly at the optimum: nothing moves again
                 out[run, t:] = gap
                 break
-            gap_next = _fast_gd_run_pass(lam, V, s, s ^ 1, eps[run])
+            gap_next = _fast_gd_run_pass(lam, V, s, s ^ 1, eps[run], floor)
             if gap_next < floor:  # at the optimum: zero, not a walk through subnormal numbers
                 V[s ^ 1] = 0.0
                 gap, s = 0.0, s ^ 1
@@ -430,6 +431,7 @@ _fast_bngd_within_bounds = _fast(bngd_within_bounds)
 _fast_bngd_excess = _fast(bngd_excess)
 _fast_effective_step = _fast(effective_step)
 _fast_gd_factor = _fast(gd_factor)
+_fast_gd_flush = _fast(gd_flush)
 _fast_bngd_quad_pass = _fast(_bngd_quad_pass)
 _fast_bngd_record_sums = _fast(_bngd_record_sums)
 _fast_gd_run_pass = _fast(_gd_run_pass)
