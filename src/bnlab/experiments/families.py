@@ -64,11 +64,13 @@ def run_families(
     names: Iterable[str] = OLS_EXPERIMENTS,
     members: Iterable[Mapping[str, Any]] | None = None,
     run: Callable[..., Outcome] = run_experiment,
+    figures: bool = False,
     **kwargs: Any,
 ) -> pd.DataFrame:
     """Run each experiment on each member (stored and resumable as any run) and return one row per claim:
     experiment, the member's fields, its label (``FamilyConfig.family_label``), the claim id, holds, the
-    claim's text and detail."""
+    claim's text and detail. Figures are left out unless ``figures`` (``bnlab report OUT`` draws them later
+    from the stored tables)."""
     rows, done = [], set()
     for member in members if members is not None else family_matrix():
         for name in names:
@@ -77,7 +79,7 @@ def run_families(
             if key in done:  # a member that differs only in a field this experiment sweeps itself
                 continue
             done.add(key)
-            outcome = run(name, out, profile, overrides, **kwargs)
+            outcome = run(name, out, profile, overrides, figures=figures, **kwargs)
             cfg = outcome.config
             label = cfg.family_label(getattr(cfg, "d", None)) if isinstance(cfg, FamilyConfig) else ""
             for c in outcome.claims:

@@ -102,9 +102,10 @@ def run_experiment(
     device: str | None = None,
     executor: Executor | None = None,
     progress: bool = True,
+    figures: bool = True,
 ) -> Outcome:
     """Compute ``name`` under ``out`` (reusing a complete stored run of the same config, and every stored chunk),
-    then summarise and plot it from the stored tables."""
+    then summarise and (unless ``figures`` is False) plot it from the stored tables."""
     experiment = get(name)
     config = resolve_config(name, profile, overrides, device)
     store = ResultStore(out).open(name, config.identity(), device=config.device, profile=profile)
@@ -131,11 +132,12 @@ def run_experiment(
                     computed=before.get("computed", 0) + len(store.computed),
                     profile=profile,
                 )
-    return finish(experiment, config, store, reused)
+    return finish(experiment, config, store, reused, figures)
 
 
-def finish(experiment: Experiment, config: Any, store: RunStore, reused: bool = True) -> Outcome:
-    """Summarise and plot a complete stored run (what ``bnlab report`` does for every run)."""
+def finish(experiment: Experiment, config: Any, store: RunStore, reused: bool = True, figures: bool = True) -> Outcome:
+    """Summarise and plot a complete stored run (what ``bnlab report`` does for every run); ``figures=False``
+    leaves the figures out (the family matrix: 384 runs, whose plots cost seconds each on two cores)."""
     tables = store.tables()
     claims = experiment.summarise(config, tables)
     store.write_json(
@@ -149,9 +151,11 @@ def finish(experiment: Experiment, config: Any, store: RunStore, reused: bool = 
             "claims": [c.to_dict() for c in claims],
         },
     )
-    with figure_style():
-        figures = experiment.plot(config, tables, store.figures_dir())
-    return Outcome(experiment, config, store, claims, figures, reused)
+    paths = []
+    if figures:
+        with figure_style():
+            paths = experiment.plot(config, tables, store.figures_dir())
+    return Outcome(experiment, config, store, claims, paths, reused)
 
 
 def load_outcome(store: RunStore) -> Outcome:

@@ -130,10 +130,20 @@ def _deviation(law: pd.DataFrame, column: str) -> float:
     return float(np.nanmax(np.where(np.isfinite(rel), rel, np.inf)))
 
 
+def _norm_roundoff(d: int) -> float:
+    """The relative change of ``||w||^2`` that one float64 step can make by round-off alone: ``4 d u``
+    (``u = 2^-53``). A step changes basis twice (``w Q`` and back, each coordinate a d-term dot product with
+    relative error up to ``gamma_d ~ d u``, so ``||w||^2`` moves by up to ``2 d u`` each) around an update that
+    adds ``eps^2 ||grad||^2 >= 0`` in exact arithmetic (F3)."""
+    return 4 * d * float(np.finfo(np.float64).eps) / 2
+
+
 def summarise(cfg: ScalingLawConfig, tables: Tables) -> list[Claim]:
     identity, law = tables["identity"], tables["law"]
     bn, plain = law[law.method == "bngd"], law[law.method == "gd"]
-    decreases = int((identity.norm2 < identity.norm2_previous * (1 - 1e-15)).sum())
+    change = identity.norm2 / identity.norm2_previous - 1
+    roundoff = _norm_roundoff(cfg.d)
+    decreases = int((change < -roundoff).sum())
     bn_a, bn_loss = _deviation(bn, "a"), _deviation(bn, "excess_loss")
     per_eps = {e: _deviation(bn[bn.eps0 == e], "excess_loss") for e in sorted(bn.eps0.unique())}
     worst_eps = max(per_eps, key=per_eps.get)
@@ -151,10 +161,12 @@ def summarise(cfg: ScalingLawConfig, tables: Tables) -> list[Claim]:
         close_to(
             id="scaling-law.norm-never-decreases",
             claim="The Euclidean norm of w never decreases (F3)",
-            quantity="steps where ||w|| decreased",
+            quantity=f"steps where ||w||^2 decreased by more than one step's round-off ({roundoff:.1e} relative)",
             predicted=0.0,
             measured=decreases,
-            detail=f"{len(identity)} steps checked",
+            detail=f"{len(identity)} steps checked; smallest relative change {change.min():.2e}. Once the gradient "
+            "is below round-off (eps^2 ||grad||^2 < u ||w||^2) a float64 step can shrink ||w||^2 by a few ulps: "
+            "an exact (50-digit) step from the same float64 state grows it (checked on d=10, log spectrum, sparse u)",
         ),
         close_to(
             id="scaling-law.bngd-invariant",

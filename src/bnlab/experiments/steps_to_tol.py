@@ -34,14 +34,17 @@ def gd_predicted_width(problem: Problem, factor: float, points: int = 200_001) -
     return float(np.log10(ok.max() / ok.min()))
 
 
-def steps_frame(problem: Problem, cfg: StepsToTolConfig, seed: int, norm: Norm) -> pd.DataFrame:
-    """Steps to reach ``gap <= tol * gap_0`` (``inf`` if not within ``cfg.steps``) for GD and BNGD over the eps
-    grid, from the same ``w0`` (seed ``seed``'s, normalised by ``norm``)."""
-    eps = cfg.eps_grid
+def steps_frame(
+    problem: Problem, cfg: StepsToTolConfig, seed: int, norm: Norm, steps: int | None = None, record_every: int = 1
+) -> pd.DataFrame:
+    """Steps to reach ``gap <= tol * gap_0`` (``inf`` if not within ``steps``, by default ``cfg.steps``, counted
+    to the next multiple of ``record_every``) for GD and BNGD over the eps grid, from the same ``w0`` (seed
+    ``seed``'s, normalised by ``norm``)."""
+    eps, steps = cfg.eps_grid, cfg.steps if steps is None else steps
     frames = []
     for method, traj in (
-        ("gd", gd(problem, eps, cfg.steps, **cfg.start(seed, norm, record_every=1))),
-        ("bngd", bngd(problem, eps, cfg.steps, eps_a=cfg.eps_a, **cfg.bn_start(seed, norm, record_every=1))),
+        ("gd", gd(problem, eps, steps, **cfg.start(seed, norm, record_every=record_every))),
+        ("bngd", bngd(problem, eps, steps, eps_a=cfg.eps_a, **cfg.bn_start(seed, norm, record_every=record_every))),
     ):
         frames.append(
             pd.DataFrame(

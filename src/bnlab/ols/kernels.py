@@ -86,6 +86,14 @@ def blowup_bounds(max_value: float) -> tuple[float, float, float, float]:
     return 10.0 ** (100 * scale), 10.0 ** (250 * scale), 10.0 ** (100 * scale), 10.0 ** (250 * scale)
 
 
+def gd_flush(x, flush):
+    """``x``, or zero where ``|x| < flush`` (``gd_floor``): a fast mode of GD decays coordinate by coordinate to
+    subnormal numbers while the slow ones hold the gap up (x86 CPUs process subnormals ~100x slower: a kappa =
+    1e4 sweep ran at 9.5 ns per run-dim-step instead of ~0.4); such a coordinate's part of the gap,
+    ``lambda x^2 < lambda tiny``, is far below the gap's own resolution while the run is above ``gd_floor``."""
+    return x if abs(x) >= flush else x * 0.0
+
+
 def gd_floor(tiny: float) -> float:
     """The GD gap below which a run is set to the optimum exactly: ``sqrt(tiny)`` of the type (1.5e-154 in
     float64). Below it the error's squares are subnormal numbers, which x86 CPUs process ~100x slower, and the
@@ -202,7 +210,7 @@ def _gd_loop(lam, v0, eps, recorded, bound, floor, lanes, out, v_final, diverged
         v[:] = v0[runs].T
         factor = np.ones((d, lanes), dtype)
         gap, gap_next = np.empty(lanes, dtype), np.empty(lanes, dtype)
-        _nb_gd_pass(lam, v, v_next, factor, gap)  # unit factors: the initial gap
+        _nb_gd_pass(lam, v, v_next, factor, gap, 0.0)  # unit factors, nothing flushed: the initial gap
         for i in range(d):
             for r in range(lanes):
                 factor[i, r] = _nb_gd_factor(eps[blk * lanes + r], lam[i])
@@ -216,7 +224,7 @@ def _gd_loop(lam, v0, eps, recorded, bound, floor, lanes, out, v_final, diverged
                 t += 1
             if k == steps:
                 break
-            _nb_gd_pass(lam, v, v_next, factor, gap_next)
+            _nb_gd_pass(lam, v, v_next, factor, gap_next, floor)
             for r in range(lanes):
                 if not alive[r]:
                     continue
@@ -234,15 +242,16 @@ def _gd_loop(lam, v0, eps, recorded, bound, floor, lanes, out, v_final, diverged
         v_final[runs] = v.T
 
 
-def _gd_pass(lam, v, v_next, factor, gap_next):
-    """``v_next = factor * v`` for a block ``(d, lanes)``, with the gap ``v_next^T H v_next / 2``."""
+def _gd_pass(lam, v, v_next, factor, gap_next, flush):
+    """``v_next = factor * v`` for a block ``(d, lanes)``, with the gap ``v_next^T H v_next / 2``; a coordinate
+    below ``flush`` (``gd_floor``) is set to zero (``gd_flush``)."""
     d, lanes = v.shape
     for r in range(lanes):
         gap_next[r] = 0.0
     for i in range(d):
         lam_i = lam[i]
         for r in range(lanes):
-            x = v[i, r] * factor[i, r]
+            x = _nb_gd_flush(v[i, r] * factor[i, r], flush)
             v_next[i, r] = x
             gap_next[r] += (x * x) * lam_i
     for r in range(lanes):
@@ -353,11 +362,12 @@ def _bngd_quads_loop(lam, g, u, w0, a0, eps, eps_a, recorded, a_bound, whw_bound
         w_final[runs] = W[src]
 
 
-def _gd_run_pass(lam, V, src, dst, eps):
-    """``V[dst] = (1 - eps lambda) V[src]`` for one run, with its gap ``V[dst]^T H V[dst] / 2``."""
+def _gd_run_pass(lam, V, src, dst, eps, flush):
+    """``V[dst] = (1 - eps lambda) V[src]`` for one run, with its gap ``V[dst]^T H V[dst] / 2``; a coordinate
+    below ``flush`` is set to zero (``gd_flush``)."""
     gap = 0.0
     for i in range(lam.shape[0]):
-        x = V[src, i] * _fast_gd_factor(eps, lam[i])
+        x = _fast_gd_flush(V[src, i] * _fast_gd_factor(eps, lam[i]), flush)
         V[dst, i] = x
         gap += (x * x) * lam[i]
     return 0.5 * gap
@@ -372,7 +382,7 @@ def _gd_runs_loop(lam, v0, eps, recorded, bound, floor, out, v_final, diverged_a
         V = np.empty((2, d), v0.dtype)  # the state in row s, the next one written into row s ^ 1
         V[0] = v0[run]
         s, div = 0, -1
-        gap = _fast_gd_run_pass(lam, V, 0, 1, 0.0)  # a factor of one: the initial gap
+        gap = _fast_gd_run_pass(lam, V, 0, 1, 0.0, 0.0)  # a factor of one, nothing flushed: the initial gap
         t = 0
         for k in range(steps + 1):
             if k == recorded[t]:
@@ -383,7 +393,7 @@ def _gd_runs_loop(lam, v0, eps, recorded, bound, floor, out, v_final, diverged_a
             if div >= 0 or gap == 0.0:  # frozen, or exactly at the optimum: nothing moves again
                 out[run, t:] = gap
                 break
-            gap_next = _fast_gd_run_pass(lam, V, s, s ^ 1, eps[run])
+            gap_next = _fast_gd_run_pass(lam, V, s, s ^ 1, eps[run], floor)
             if gap_next < floor:  # at the optimum: zero, not a walk through subnormal numbers
                 V[s ^ 1] = 0.0
                 gap, s = 0.0, s ^ 1
@@ -406,6 +416,7 @@ _nb_bngd_within_bounds = _jit(bngd_within_bounds)
 _nb_bngd_excess = _jit(bngd_excess)
 _nb_effective_step = _jit(effective_step)
 _nb_gd_factor = _jit(gd_factor)
+_nb_gd_flush = _jit(gd_flush)
 _nb_bngd_record = _jit(_bngd_record)
 _nb_bngd_pass = _jit(_bngd_pass)
 _nb_bngd_observed_pass = _jit(_bngd_observed_pass)
@@ -420,6 +431,7 @@ _fast_bngd_within_bounds = _fast(bngd_within_bounds)
 _fast_bngd_excess = _fast(bngd_excess)
 _fast_effective_step = _fast(effective_step)
 _fast_gd_factor = _fast(gd_factor)
+_fast_gd_flush = _fast(gd_flush)
 _fast_bngd_quad_pass = _fast(_bngd_quad_pass)
 _fast_bngd_record_sums = _fast(_bngd_record_sums)
 _fast_gd_run_pass = _fast(_gd_run_pass)

@@ -57,6 +57,7 @@ def gd_advance(state, k, n: int):
     v, factor, gap, bound, alive, diverged_at, lam, floor = state
     for i in range(n):
         v_next = v * factor
+        v_next = torch.where(v_next.abs() < floor, 0.0, v_next)  # ``kernels.gd_flush``: no subnormal walks
         gap_next = 0.5 * (v_next * v_next) @ lam
         at_optimum = gap_next < floor  # set to the optimum exactly (``kernels.gd_floor``)
         v_next = torch.where(at_optimum[:, None], 0.0, v_next)
