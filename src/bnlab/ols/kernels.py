@@ -188,7 +188,7 @@ def _bngd_observed_pass(lam, g, u, w, w_next, c, r, wg_next, whw_next, e_h2, ww)
 
 
 def _bngd_record(a, wg, whw, e_h2, ww, eps, out_t):
-    """``(J - J*, a, ||w||, ||w||_H, eps_hat)`` of one block into ``out_t`` (5, lanes)."""
+    """``(J - J*, a, ||w||, ||w||_H, eps_hat)`` of a group of runs into ``out_t`` (5, runs): both layouts' records."""
     for j in range(a.shape[0]):
         norm_h = math.sqrt(whw[j])
         out_t[0, j] = _nb_bngd_excess(a[j], wg[j], norm_h, e_h2[j])
@@ -267,7 +267,7 @@ def _gd_pass(lam, v, v_next, factor, gap_next, flush):
 # relative per step) and depend on the vector width, as any vectorised sum does (torch's included). A step's
 # state rows are picked by index: a view or a rebound array per step would cost numba a reference count each,
 # more than the pass itself at d = 100.
-RUNS_PER_PASS = 4  # BNGD
+RUNS_PER_PASS = 4  # BNGD; the quad pass below is written out for four runs
 
 
 def _bngd_quad_pass(lam, g, u, W, src, dst, c, r):
@@ -319,6 +319,7 @@ def _bngd_quads_loop(lam, g, u, w0, a0, eps, eps_a, recorded, a_bound, whw_bound
         W[src] = w0[runs]
         a, eps_g, eps_a_g, div = a0[runs].copy(), eps[runs], eps_a[runs], diverged_at[runs]
         c, r, a_next = np.zeros(4, dtype), np.zeros(4, dtype), np.empty(4, dtype)
+        e_h2, ww = np.empty(4, dtype), np.empty(4, dtype)
         wg_0, whw_0 = _fast_bngd_quad_pass(lam, g, u, W, src, dst, c, r)  # c = 0: the moments of w_0
         wg, whw, alive = np.empty(4, dtype), np.empty(4, dtype), np.empty(4, np.bool_)
         for q in range(4):
@@ -334,12 +335,8 @@ def _bngd_quads_loop(lam, g, u, w0, a0, eps, eps_a, recorded, a_bound, whw_bound
                 c[q] = c[q] if alive[q] else 0.0  # a frozen run's pass copies it
             if k == recorded[t]:
                 for q in range(4):
-                    e_h2, ww = _fast_bngd_record_sums(lam, u, W[src[q]], r[q])
-                    norm_h = math.sqrt(whw[q])
-                    run = 4 * group + q
-                    out[run, 0, t] = _fast_bngd_excess(a[q], wg[q], norm_h, e_h2)
-                    out[run, 1, t], out[run, 2, t], out[run, 3, t] = a[q], math.sqrt(ww), norm_h
-                    out[run, 4, t] = _fast_effective_step(a[q], whw[q], eps_g[q])
+                    e_h2[q], ww[q] = _fast_bngd_record_sums(lam, u, W[src[q]], r[q])
+                _nb_bngd_record(a, wg, whw, e_h2, ww, eps_g, out[runs, :, t].T)
                 t += 1
                 if not alive.any():  # all four frozen: nothing moves again
                     for run in range(4 * group, 4 * group + 4):
@@ -428,8 +425,6 @@ _fast_bngd_coefficients = _fast(bngd_coefficients)
 _fast_bngd_w_next = _fast(bngd_w_next)
 _fast_bngd_error = _fast(bngd_error)
 _fast_bngd_within_bounds = _fast(bngd_within_bounds)
-_fast_bngd_excess = _fast(bngd_excess)
-_fast_effective_step = _fast(effective_step)
 _fast_gd_factor = _fast(gd_factor)
 _fast_gd_flush = _fast(gd_flush)
 _fast_bngd_quad_pass = _fast(_bngd_quad_pass)
