@@ -158,7 +158,7 @@ def gd_modal_gap(problem: Problem, w) -> ModalGap:
     zero (a sparse ``w0 - u`` in H's eigenbasis) or below round-off never sets the tail, and close eigenvalues
     near the slowest one compete over a finite stretch.
     """
-    v = np.asarray(w, dtype=np.float64) @ problem.eigvecs - problem.u_eig
+    v = problem.to_eig(w) - problem.u_eig
     zeros = np.zeros(v.shape[:-1])
     return ModalGap(mu=problem.eigvals, modes=problem.eigvals * v**2 / 2, along_u=zeros, a_part=zeros)
 
