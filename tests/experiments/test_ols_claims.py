@@ -167,6 +167,17 @@ def test_rate_names_the_part_that_sets_each_tail_off_rho_star(tmp_path):
     rates = out.store.read_table("rates")
     off = rates[(rates.method == "bngd") & (rates.exponent_rel_error > 0.01)]
     assert len(off) >= 1 and (off["mode"] == -1).all()
+    # A landmark eps is one of two checks, under its own id: rho*^2, or the populated modes' forecast (eps = 0.1
+    # here, whose tail the scale part sets).
+    from bnlab.experiments.rate import _landmark_claim, _off_rho_star
+
+    cfg = get_experiment("rate").resolve("quick", overrides)
+    bn = rates[rates.method == "bngd"]
+    by_modes = [bool(_off_rho_star(cfg, row)) for _, row in bn.iterrows()]
+    ids = [_landmark_claim(cfg, row, "unit").id for _, row in bn.iterrows()]
+    assert ids == ["rate.bngd-at-unit-eps" + ("-modes" if m else "") for m in by_modes]
+    assert 0 < sum(by_modes) < len(by_modes)
+    assert all(_landmark_claim(cfg, row, "unit").holds for _, row in bn.iterrows())
 
 
 def test_a_float64_step_can_shrink_the_norm_by_round_off_only():
