@@ -114,6 +114,28 @@ def test_bngd_window_is_decades_wide_while_gd_is_about_one(outcomes):
     assert wider.measured == pytest.approx((per_seed.bngd - per_seed.gd).mean())
 
 
+def test_a_transient_band_window_is_named_with_its_seed_and_its_mechanism_measured(tmp_path):
+    """Linear kappa = 100, d = 10, sparse u, seed 1: BNGD reaches tol in 28 steps at its best eps, where its optimal
+    rate needs 324: the transient leaves the lambda*_min mode (H's isolated lowest eigenvalue) under tol of the
+    gap, so the 2x-window is that band's. The claim names the seed; the modal split shows the mechanism."""
+    from bnlab.ols import modes
+
+    overrides = {"spectrum": "linear", "d": 10, "kappa": 100.0, "u_law": "sparse", "seeds": 2, "compile": False}
+    out = run_experiment("lr-robustness", tmp_path, "quick", overrides, progress=False, figures=False)
+    wider = claim(out, "lr-robustness.bngd-2x-wider")
+    assert "a transient band sets the window" in wider.detail and "seed 1: best 28 steps" in wider.detail
+    assert "transient band" in wider.claim
+    windows = out.store.read_table("windows").set_index(["method", "seed"])
+    best_eps, best_steps = windows.loc[("bngd", 1), ["best_eps", "best_steps"]]
+    cfg = get_experiment("lr-robustness").resolve("quick", overrides)
+    problem = cfg.problem(1)
+    a, w = modes.bngd_checkpoints(problem, [best_eps], [0, int(best_steps)], **cfg.bn_start(1))
+    split = modes.modal_gap(problem, a, w)
+    slowest = split.modes[:, 0, -1] / split.gap[0, 0]  # the lambda*_min mode, relative to the initial gap
+    assert slowest[0] > 100 * cfg.tol and slowest[1] < cfg.tol  # 1.3e-4 at the start, under tol (1e-6) at the end
+    assert split.gap[1, 0] <= cfg.tol * split.gap[0, 0]
+
+
 def test_dimension_the_higher_the_better_where_the_window_law_says(outcomes):
     out = outcomes("dimension")
     med = out.store.read_table("windows").groupby(["case", "method", "d"]).span_10x.median()
