@@ -275,3 +275,26 @@ def test_bngd_best_rate_is_measured_where_eps_hat_inf_reaches_the_optimum_or_say
         assert abs(np.log(best.measured) / np.log(optimum) - 1) < 0.01
     else:
         assert best.measured > optimum + 0.1  # far from the optimum, and the claim does not pretend otherwise
+
+
+def test_dimension_names_the_windows_that_are_transient_bands():
+    """A run whose fewest steps are under a tenth of the law's count and whose span is a decade short of the law's
+    is named (d, seed, both numbers); one that matches the law is not (linear kappa = 1e4, sparse u, case (a))."""
+    import pandas as pd
+
+    from bnlab.experiments.dimension import _transient_bands
+
+    runs = pd.DataFrame(
+        {
+            "d": [10, 10, 100],
+            "seed": [0, 1, 0],
+            "level_steps": [36.0, 8984.0, 126.0],
+            "law_best_steps": [32374.0, 29265.0, 34437.0],
+            "span_10x": [0.81, 5.94, 5.56],
+            "law_width_10x": [5.63, 5.76, 5.65],
+        }
+    )
+    named = _transient_bands(runs)
+    assert "d=10 seed 0: fewest 36 steps vs the law's 32374, span 0.81 vs 5.63" in named
+    assert "seed 1" not in named and "d=100" not in named
+    assert _transient_bands(runs.iloc[1:]) == ""
