@@ -108,7 +108,9 @@ def test_eps_hat_at_the_edge_alternates_every_step_and_its_two_step_mean_is_unde
     from bnlab.experiments.effective_step import _two_step_mean
     from bnlab.ols import bngd, theory
 
-    cfg = get_experiment("effective-step").resolve("quick", {"spectrum": "log", "d": 10, "kappa": 1e4, "compile": False})
+    cfg = get_experiment("effective-step").resolve(
+        "quick", {"spectrum": "log", "d": 10, "kappa": 1e4, "compile": False}
+    )
     problem, eps = cfg.problem(1), np.array([0.0018, 0.56, 3.2])
     traj = bngd(problem, eps, cfg.steps, **cfg.bn_start(1, record_every=cfg.record_every))
     edge = theory.bngd_stability_edge(problem)
