@@ -1,6 +1,6 @@
 """Any ``torch.nn.Sequential`` as N batched copies (``BatchedNet.from_module``), and its BN-free twin (``without_bn``).
 
-Layouts are those of ``bnlab.nn.layers``: the input batch is shared, dense activations are (B, N, F) and conv
+Layouts are those of ``bnlab.nn.layers``: the input batch is shared, dense activations are (N, F, B) and conv
 activations (B, N*C, H, W) with network k owning channel block k. Each torch layer becomes:
 - ``Linear`` -> ``BatchedLinear`` (``_BatchedLinearNoBias`` when ``bias=False``);
 - ``Conv2d`` -> ``BatchedConv2d`` for the built-in case (square kernel, stride 1, padding k//2, bias), otherwise
@@ -70,8 +70,8 @@ class _BatchedLinearNoBias(BatchedLinear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
-            return F.linear(x, self.weight.reshape(-1, self.d_in)).view(x.shape[0], self.n, self.d_out)
-        return torch.bmm(self.weight, x.permute(1, 2, 0)).permute(2, 0, 1)  # y_k^T = W_k x_k^T: contiguous dW
+            return torch.mm(self.weight.reshape(-1, self.d_in), x.t()).view(self.n, self.d_out, x.shape[0])
+        return torch.bmm(self.weight, x)  # (N, out, in) (N, in, B): feature-major, contiguous dW
 
 
 class _BatchedConv2dGeneral(nn.Module):
@@ -92,8 +92,20 @@ class _BatchedConv2dGeneral(nn.Module):
         return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, groups)
 
 
+class _Dropout2d(nn.Dropout2d):
+    """``Dropout2d`` on the stacked layouts: channel-wise on conv activations; on dense (N, F, B) ones, elementwise,
+    as torch.nn treats a feature-vector batch (B, F) (deprecated there), rather than dropping whole networks."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:
+            return F.dropout(x, self.p, self.training, self.inplace)
+        return super().forward(x)
+
+
 class _Replicate(nn.Module):
-    """Shared input (B, F) or (B, C, H, W) -> one copy per network, (B, N, F) or (B, N*C, H, W)."""
+    """Shared input (B, F) or (B, C, H, W) -> one copy per network, (N, F, B) or (B, N*C, H, W); (B, C, L) ->
+    (B, N*C, L, 1), so that 3-D activations always mean the dense layout (BN then normalises per channel over
+    B and L, as ``BatchNorm1d`` does on (B, C, L))."""
 
     def __init__(self, n: int):
         super().__init__()
@@ -101,7 +113,9 @@ class _Replicate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
-            return x.unsqueeze(1).expand(-1, self.n, -1)
+            return x.t().unsqueeze(0).expand(self.n, -1, -1)
+        if x.dim() == 3:
+            x = x.unsqueeze(-1)
         return x.repeat(1, self.n, *([1] * (x.dim() - 2)))
 
 
@@ -182,7 +196,7 @@ def batched_layers(layers: Sequence[nn.Module], n: int) -> tuple[list[nn.Module]
             layout = "shared" if layout == "shared" else "dense"
         elif isinstance(layer, DROPOUT):
             per_network()  # so that every network draws its own mask
-            add(copy.deepcopy(layer), i)
+            add(_Dropout2d(layer.p, layer.inplace) if isinstance(layer, nn.Dropout2d) else copy.deepcopy(layer), i)
         elif isinstance(layer, ELEMENTWISE + CHANNELWISE):
             if isinstance(layer, CHANNELWISE) and layout == "dense":
                 raise _unsupported(i, layer, "pooling needs image activations, not flattened features")

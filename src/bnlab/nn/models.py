@@ -196,7 +196,7 @@ class BatchedNet(nn.Module):
             else:
                 x = self.layers[i](x)
             i += span or 1
-        return x
+        return x.permute(2, 0, 1) if x.dim() == 3 else x  # dense logits (N, K, B) -> the (B, N, K) view
 
     def bn_parameters(self) -> list[nn.Parameter]:
         return [p for m in self.layers if isinstance(m, BatchedBatchNorm) for p in (m.weight, m.bias)]

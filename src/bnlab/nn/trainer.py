@@ -82,18 +82,22 @@ def batch_schedule(n_train: int, batch_size: int, n_batches: int, data_seed: int
 def network_losses(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
     """Mean loss per network from logits (B, N, K): cross-entropy -log softmax(z)_y, or squared loss on the
     softmax output sum_k (softmax(z)_k - [y = k])^2 (M4) [ours: summed over classes, averaged over the batch],
-    or ``half_squared`` regression on a scalar output (K = 1, real y): (z - y)^2 / 2, the OLS loss J."""
+    or ``half_squared`` regression on a scalar output (K = 1, real y): (z - y)^2 / 2, the OLS loss J.
+
+    Computed on the (N, K, B) view, which is contiguous for a ``BatchedNet``'s logits: softmax over K along the
+    contiguous B axis cost 0.03 ms for 40 networks x 10 classes x batch 100, over rows of K = 10 0.5 ms."""
     if loss == "half_squared":
         return 0.5 * (logits[..., 0] - y.view(-1, 1)).pow(2).mean(0)
+    z = logits.permute(1, 2, 0)
     if loss == "cross_entropy":
-        logp = torch.log_softmax(logits, -1)
-        return -logp.gather(-1, y.view(-1, 1, 1).expand(-1, logits.shape[1], 1)).squeeze(-1).mean(0)
-    onehot = torch.nn.functional.one_hot(y, logits.shape[-1]).to(logits.dtype).unsqueeze(1)
-    return (torch.softmax(logits, -1) - onehot).pow(2).sum(-1).mean(0)
+        logp = torch.log_softmax(z, 1)
+        return -logp.gather(1, y.view(1, 1, -1).expand(z.shape[0], 1, -1)).squeeze(1).mean(1)
+    onehot = torch.nn.functional.one_hot(y, z.shape[1]).to(z.dtype).t()
+    return (torch.softmax(z, 1) - onehot).pow(2).sum(1).mean(1)
 
 
 def network_accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return (logits.argmax(-1) == y.view(-1, 1)).to(logits.dtype).mean(0)
+    return (logits.permute(1, 2, 0).argmax(1) == y).to(logits.dtype).mean(1)
 
 
 @torch.no_grad()
