@@ -42,6 +42,16 @@ def cnn() -> nn.Sequential:
     )
 
 
+def bn_first() -> nn.Sequential:
+    # BN and dropout on the shared input: per-network copies (N, F, B) made by an inserted replicate layer
+    return nn.Sequential(nn.BatchNorm1d(20), nn.Dropout(0.0), nn.Linear(20, 10), nn.Tanh())
+
+
+def sequence() -> nn.Sequential:
+    # examples of shape (C, L): BatchNorm1d normalises each channel over the batch and L, then a flatten
+    return nn.Sequential(nn.BatchNorm1d(4), nn.Flatten(), nn.Linear(20, 10))
+
+
 def _data(shape, n_train=96, n_test=40, classes=10) -> Dataset:
     g = torch.Generator().manual_seed(5)
     x = torch.randn(n_train + n_test, *shape, generator=g)
@@ -67,7 +77,11 @@ def _torch_losses(build, seeds, lrs, data: Dataset) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize(("build", "shape"), [(mlp, (20,)), (cnn, (1, 8, 8))], ids=["mlp", "cnn"])
+@pytest.mark.parametrize(
+    ("build", "shape"),
+    [(mlp, (20,)), (cnn, (1, 8, 8)), (bn_first, (20,)), (sequence, (4, 5))],
+    ids=["mlp", "cnn", "bn-first", "sequence"],
+)
 @pytest.mark.parametrize("twin", [False, True], ids=["bn", "no-bn"])
 def test_from_module_trains_like_torch_nn_copies(build, shape, twin):
     seeds, lrs = [3, 4, 3], [0.1, 0.2, 0.4]
@@ -132,6 +146,17 @@ def test_dropout_draws_a_mask_per_network():
     assert torch.all(out.remainder(2.0) == 0)
     net.eval()
     assert torch.all(net(torch.ones(3, 50, dtype=torch.float64)) == 50)
+
+
+def test_dropout2d_on_features_drops_elements_as_torch_does_not_whole_networks():
+    net = BatchedNet.from_module(nn.Sequential(nn.Linear(8, 400), nn.Dropout2d(0.5)), 3).double()
+    with torch.no_grad():
+        net.layers[0].weight.zero_()
+        net.layers[0].bias.fill_(1.0)
+    with pytest.warns(UserWarning, match="2-D input"):  # torch's own rule for (B, F): elementwise, deprecated
+        assert (nn.Dropout2d(0.5)(torch.ones(5, 400)) == 0).float().mean().item() == pytest.approx(0.5, abs=0.1)
+    kept = (net(torch.ones(5, 8, dtype=torch.float64)) != 0).double().mean(-1)  # (B, N): share of features kept
+    assert torch.all((kept > 0.4) & (kept < 0.6))
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,8 @@ import torch
 from bnlab.errors import BnlabError
 from bnlab.experiments.windows import accuracy_window
 from bnlab.nn import ModelSpec, NetConfig, load_dataset, train
+from bnlab.nn.models import BatchedNet
+from bnlab.nn.trainer import GROUP_BYTES, default_group_size
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +87,21 @@ def test_bn_widens_the_learning_rate_window_on_mnist1d(mnist1d):
         )
     assert widths[True] > widths[False] + 0.5
     assert best[True] > 0.5 and best[False] > 0.5
+
+
+@pytest.mark.parametrize(
+    ("kind", "hidden", "dtype", "device", "expected"),
+    [
+        ("M5", 100, torch.float32, "cpu", 40),  # 40 x 0.3 MiB first-layer weights: one group
+        ("M5", 1000, torch.float32, "cpu", 5),  # 3.0 MiB per network: 16 MiB hold 5
+        ("M5", 1000, torch.float64, "cpu", 2),
+        ("M5", 1000, torch.float32, "cuda", 40),  # no grouping on a GPU
+        ("M1", 100, torch.float32, "cpu", 1),  # CNNs one network at a time on a CPU
+    ],
+)
+def test_default_group_size_keeps_dense_groups_under_the_byte_budget(kind, hidden, dtype, device, expected):
+    net = BatchedNet(ModelSpec(kind, hidden=hidden), (1, 28, 28), 10, 40).to(dtype)  # parameters left unset
+    size = default_group_size(net, torch.device(device))
+    assert size == expected
+    if device == "cpu" and kind == "M5":
+        assert size * hidden * 784 * net.layers[1].weight.element_size() <= GROUP_BYTES

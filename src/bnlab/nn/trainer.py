@@ -135,13 +135,24 @@ def _optimizer(model: BatchedNet, configs: Sequence[NetConfig]) -> BatchedOptimi
     )
 
 
+GROUP_BYTES = 16 * 2**20  # on a CPU, most bytes one parameter tensor of a dense group may hold (see below)
+
+
 def default_group_size(model: BatchedNet, device: torch.device) -> int:
-    """Networks per forward/backward pass: all of them, except for CNNs on a CPU, one at a time. Measured on a
-    2-core CPU (benchmarks/nn_sweep.py): the stacked layout's grouped convolutions and (B, N*C, H, W) activations
-    made an M1 step 2x slower per network than N plain convolutions, while stacked dense layers beat per-network
-    ones (M5: 1.5-2x)."""
-    has_conv = any(op[0] == "conv" for op in model.ops or ())
-    return 1 if device.type == "cpu" and has_conv else model.n
+    """Networks per forward/backward pass: all of them on a GPU; on a CPU, CNNs one at a time, dense nets as many
+    as keep the group's largest parameter tensor within ``GROUP_BYTES``. Measured on a 2-core CPU, one thread
+    (benchmarks/nn_sweep.py; CPU time, while other jobs ran): the stacked layout's grouped convolutions and
+    (B, N*C, H, W) activations made an M1 step 2x slower per network than N plain convolutions, while stacked
+    dense layers beat per-network ones (M5 h=100, 40 networks: 0.34 ms per network-step in one group of 12 MiB
+    weights, 1.1 ms one network at a time). But a weight gradient past glibc's 32 MiB mmap ceiling is fresh
+    pages every step: M5 h=1000 in one group (125 MiB) spent 20% of its time in page faults, 5.4 ms per
+    network-step against 4.1-4.3 in groups of 2-5 (h=300: 1.43 in one group of 38 MiB, 1.1 in 10-20)."""
+    if device.type != "cpu":
+        return model.n
+    if any(op[0] == "conv" for op in model.ops or ()):
+        return 1
+    largest = max((p[0].numel() * p.element_size() for p in model.parameters()), default=1)
+    return max(1, min(model.n, GROUP_BYTES // largest))
 
 
 @dataclass
