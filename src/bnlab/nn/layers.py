@@ -12,9 +12,12 @@ a sweep sees the same mini-batch; after it, dense activations are feature-major 
 - ``BatchedNet.forward`` returns the logits as the (B, N, K) view of the (N, K, B) result (not a copy).
 Why feature-major: every dense product then has its result and the gradient autograd sends back contiguous,
 (N*F, B) or (N, out, B), so ReLU, BN and the next layer's backward walk memory in order. With dense activations
-(B, N, F) and y^T = W x^T by bmm on permuted views, the gradients came back strided: M5 (h=100, 40 networks,
-batch 100, one thread) spent 3.4 ms per step in ReLU's backward (0.2 ms forward) and copied the logits for BN,
-and log-softmax over rows of K=10 cost 0.5 ms against 0.03 ms along B (measured, while other jobs ran).
+(B, N, F) and y^T = W x^T by bmm on permuted views, the hidden gradient came back strided: for M5 (h=100, 40
+networks, batch 100) ReLU's backward took 1.7 ms on it against 0.17 ms contiguous, BN of the logits needed a
+copy, and log-softmax over rows of K = 10 took 0.5 ms against 0.03 ms along B (CPU time, one thread, measured
+while other jobs ran). The M5 step went from 0.39 to 0.32 ms per network (h=1000, one group: 5.3 to 5.1), and
+the M1 and M3 steps, of which only the dense heads changed, from 83 to 78 and 50 to 47 ms per network (4
+networks; benchmarks/nn_sweep.py --clock cpu).
 A conv -> dense flatten is the strided view (B, N*C, H, W) -> (N, C*H*W, B), read by the batched matmul as a
 transposed operand without a copy; its input gradient is copied once back into the conv layout.
 Parameters keep torch.nn's per-network shapes behind the model axis: Linear (N, out, in), Conv2d
