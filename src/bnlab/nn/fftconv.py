@@ -202,6 +202,33 @@ def conv2d_same(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None)
     return _ConvSame.apply(x, w, b)
 
 
+# Rates (GFLOP/s, one core, float32) fitted to benchmarks/conv_fft.py on the 2-core dev machine: direct
+# convolution runs near the core's peak, the mixing GEMMs (K = C) a little below, the DFT GEMMs (K <= 2N, small
+# N) are memory-bound. The rule then asks for a predicted 1.5x, a margin over the model's error (measured
+# speedups were 0.6-1.0 of predicted on six shapes).
+_RATE_DIRECT, _RATE_MIX, _RATE_DFT, _MARGIN = 200.0, 130.0, 60.0, 1.5
+
+
+def predicted_speedup(c_in: int, c_out: int, h: int, w: int, k: int) -> float:
+    """Modelled time of F.conv2d over conv2d_same for forward + backward (grad_x and grad_w), per example:
+
+        direct = 3 * 2 C O k^2 H W / rate_direct
+        dft    = 3 * 8 C O F / rate_mix + 2 (C + O) * 2 (2 H W K_w + 4 N_h H K_w) / rate_dft
+
+    (three mixing products of 4 real GEMMs each; a forward and an inverse transform of every input and output
+    plane, each a W-step and an H-step GEMM), with ``N_h = H + k//2``, ``K_w = (W + k//2)//2 + 1``,
+    ``F = N_h K_w``."""
+    p = k // 2
+    nh, kw = h + p, (w + p) // 2 + 1
+    direct = 3 * 2 * c_in * c_out * k * k * h * w / _RATE_DIRECT
+    plane = 2 * (2 * h * w * kw + 4 * nh * h * kw)
+    dft = 3 * 8 * c_in * c_out * nh * kw / _RATE_MIX + 2 * (c_in + c_out) * plane / _RATE_DFT
+    return direct / dft
+
+
 def fft_pays(c_in: int, c_out: int, h: int, w: int, k: int) -> bool:
-    """Whether :func:`conv2d_same` beats ``F.conv2d`` on the CPU for forward + backward (grad_x and grad_w)."""
-    return True
+    """Whether :func:`conv2d_same` should replace ``F.conv2d`` on the CPU for a layer of this shape: its
+    :func:`predicted_speedup` is at least 1.5. True for M1's 5x5 conv2 (MNIST 32->64 on 14x14, CIFAR 64->64 on
+    16x16), False for conv1 (C_in = 1: the transforms dominate) and for 3x3 kernels at these widths (break-even
+    measured), where the caller keeps F.conv2d."""
+    return predicted_speedup(c_in, c_out, h, w, k) >= _MARGIN
