@@ -56,7 +56,7 @@ def time_shape(shape, dtype, repeats: int, iters: int) -> tuple[float, float]:
         "dft": fftconv.conv2d_same,
     }
     best = {name: float("inf") for name in paths}
-    for name, conv in paths.items():  # warm-up (plans, allocator)
+    for conv in paths.values():  # warm-up (plans, allocator)
         _step(conv, x, w, b, g, inputs)
     for _ in range(repeats):
         for name, conv in paths.items():
@@ -114,14 +114,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
-          f"{args.dtype}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; thread CPU ms per fwd+bwd")  # fmt: skip
+          f"{args.dtype}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+          f"{'thread CPU' if args.threads == 1 else 'wall'} ms per fwd+bwd")  # fmt: skip
     print(f"{'shape':20s} {'direct':>8s} {'dft':>8s} {'speedup':>8s} {'model':>6s} {'direct GF/s':>12s} {'pays':>5s}")
     for name, shape in SHAPES.items():
         nb, ci, co, h, wd, k, need_x = shape
         direct, dft = time_shape(shape, dtype, args.repeats, args.iters)
         gflop = (3 if need_x else 2) * 2 * nb * ci * co * k * k * h * wd / 1e9
-        model = fftconv.predicted_speedup(ci, co, h, wd, k)
-        pays = fftconv.fft_pays(ci, co, h, wd, k)
+        model = fftconv.predicted_speedup(ci, co, h, wd, k, dtype)
+        pays = fftconv.fft_pays(ci, co, h, wd, k, dtype)
         print(f"{name:20s} {direct:8.2f} {dft:8.2f} {direct / dft:7.2f}x {model:5.2f}x {gflop / direct * 1e3:12.0f}"
               f" {pays!s:>5s}")  # fmt: skip
     if args.parts:

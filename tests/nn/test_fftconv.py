@@ -35,7 +35,7 @@ def _check(shape, dtype, bias=True, gen=None):
     got = conv2d_same(x, wt, b)
     assert got.shape == ref.shape and got.dtype == dtype and got.is_contiguous()
     assert _rel(got, ref) < TOL[dtype]
-    for r, q in zip(torch.autograd.grad(ref, inputs, g), torch.autograd.grad(got, inputs, g)):
+    for r, q in zip(torch.autograd.grad(ref, inputs, g), torch.autograd.grad(got, inputs, g), strict=True):
         assert q.shape == r.shape
         assert _rel(q, r) < TOL[dtype]
 
@@ -97,7 +97,9 @@ def test_rejects_what_it_does_not_implement():
 
 
 def test_fft_pays_rule():
-    """The measured rule (fftconv.fft_pays): M1's conv2 and its CIFAR variant pay, conv1 (C_in = 1) does not."""
+    """The fitted rule: M1's conv2 and its CIFAR variant pay, conv1 (C_in = 1) and M3's 3x3 do not (float32)."""
     assert fft_pays(32, 64, 14, 14, 5)
     assert fft_pays(64, 64, 16, 16, 5)
     assert not fft_pays(1, 32, 28, 28, 5)
+    assert not fft_pays(32, 64, 14, 14, 3)
+    assert fft_pays(32, 64, 14, 14, 3, torch.float64)  # F.conv2d has no fast float64 path

@@ -29,15 +29,28 @@ mixing GEMMs (``torch.bmm`` over F) need.
 from __future__ import annotations
 
 import functools
-import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+
+class _Plan(NamedTuple):
+    """The real DFT matrices of one (H, W, k, dtype); row/column orders as commented in :func:`_plan`."""
+
+    dw: torch.Tensor  # (2 K_w, W)  forward along W
+    dh: torch.Tensor  # (2 N_h, 2 H)  forward along H
+    ih: torch.Tensor  # (2 H, 2 N_h)  inverse along H, cropped
+    iw: torch.Tensor  # (2 K_w, W)  inverse along W, real part, scaled
+    kern: torch.Tensor  # (k^2, 2F)  kernel offsets -> Wc
+    kern_inv: torch.Tensor  # (k^2, 2F)  M -> weight gradient
+    nh: int  # N_h
+    kw: int  # K_w
+    size: int  # N_h N_w
 
 
 @functools.lru_cache(maxsize=64)
-def _plan(h: int, w: int, k: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def _plan(h: int, w: int, k: int, dtype: torch.dtype) -> _Plan:
     """DFT matrices for H x W planes, kernel k (built in float64, cast once per shape and dtype)."""
     p = k // 2
     nh, nw = h + p, w + p  # the smallest circular size that leaves the cropped output exact (module docstring)
@@ -64,67 +77,61 @@ def _plan(h: int, w: int, k: int, dtype: torch.dtype) -> dict[str, torch.Tensor]
     iw = np.concatenate([scale * np.cos(aw), -scale * np.sin(aw)])  # (2 K_w, W)
     # kernel offsets d in [-p, p]^2 against every frequency: theta = 2 pi (a dh / N_h + c dw / N_w)
     d = np.arange(-p, p + 1)
-    theta = 2 * np.pi * (
-        d[:, None, None, None] * np.arange(nh)[None, None, :, None] / nh
-        + d[None, :, None, None] * np.arange(kw)[None, None, None, :] / nw
+    theta = (
+        2
+        * np.pi
+        * (
+            d[:, None, None, None] * np.arange(nh)[None, None, :, None] / nh
+            + d[None, :, None, None] * np.arange(kw)[None, None, None, :] / nw
+        )
     )  # (k, k, N_h, K_w)
     theta = theta.reshape(k * k, nh * kw)
     kern = np.concatenate([np.cos(theta), np.sin(theta)], axis=1)  # (k^2, 2F): Wc = w @ kern
     m = np.broadcast_to(mult, (nh, kw)).reshape(-1) / (nh * nw)
     kern_inv = np.concatenate([m * np.cos(theta), -m * np.sin(theta)], axis=1)  # (k^2, 2F): gw = kern_inv @ M
-    mats = {
-        "dw": dw,
-        "dh": dh.reshape(2 * nh, 2 * h),
-        "ih": ih.reshape(2 * h, 2 * nh),
-        "iw": iw,
-        "kern": kern,
-        "kern_inv": kern_inv,
-    }
-    out = {name: torch.from_numpy(np.ascontiguousarray(v)).to(dtype) for name, v in mats.items()}
-    out["shape"] = (nh, kw)
-    out["size"] = nh * nw
-    return out
+    mats = (dw, dh.reshape(2 * nh, 2 * h), ih.reshape(2 * h, 2 * nh), iw, kern, kern_inv)
+    return _Plan(*(torch.from_numpy(np.ascontiguousarray(m)).to(dtype) for m in mats), nh, kw, nh * nw)
 
 
-def _forward_dft(x: torch.Tensor, plan) -> torch.Tensor:
+def _forward_dft(x: torch.Tensor, plan: _Plan) -> torch.Tensor:
     """x (B, C, H, W) real -> X (2, F, B, C): X[0] real parts, X[1] imaginary, f = (a, c) row-major."""
     nb, nc, h, w = x.shape
-    nh, kw = plan["shape"]
+    nh, kw = plan.nh, plan.kw
     p_ = nb * nc
     # along W, one GEMM per row h: T[h] = dw (2 K_w, W) @ x[:, :, h, :]^T (W, P), read in place (strided view)
     xt = x.reshape(p_, h, w).permute(1, 2, 0)  # (H, W, P)
-    t = torch.matmul(plan["dw"], xt)  # (H, 2 K_w, P) = rows (h, ri_T), cols (c, P)
+    t = torch.matmul(plan.dw, xt)  # (H, 2 K_w, P) = rows (h, ri_T), cols (c, P)
     # along H, one GEMM: Z = dh (2 N_h, 2H) @ T (2H, K_w P)
-    z = torch.mm(plan["dh"], t.view(2 * h, kw * p_))  # (2 N_h, K_w P) = (ri, a, c, b, ch)
+    z = torch.mm(plan.dh, t.view(2 * h, kw * p_))  # (2 N_h, K_w P) = (ri, a, c, b, ch)
     return z.view(2, nh * kw, nb, nc)
 
 
-def _inverse_dft(y: torch.Tensor, h: int, w: int, plan) -> torch.Tensor:
+def _inverse_dft(y: torch.Tensor, h: int, w: int, plan: _Plan) -> torch.Tensor:
     """Y (2, F, B, O) -> y (B, O, H, W) real, the cropped inverse of :func:`_forward_dft`."""
     _, _, nb, no = y.shape
-    nh, kw = plan["shape"]
+    nh, kw = plan.nh, plan.kw
     p_ = nb * no
-    u = torch.mm(plan["ih"], y.view(2 * nh, kw * p_))  # (2H, K_w P) = (h, ri_U, c, P)
+    u = torch.mm(plan.ih, y.view(2 * nh, kw * p_))  # (2H, K_w P) = (h, ri_U, c, P)
     u = u.view(h, 2 * kw, p_)
     out = torch.empty(nb, no, h, w, dtype=y.dtype)
     # along W: out[:, :, h, :] = U[h]^T (P, 2 K_w) @ iw (2 K_w, W), written in place through a strided view
-    torch.matmul(u.transpose(1, 2), plan["iw"], out=out.view(p_, h, w).transpose(0, 1))
+    torch.matmul(u.transpose(1, 2), plan.iw, out=out.view(p_, h, w).transpose(0, 1))
     return out
 
 
-def _weight_dft(w: torch.Tensor, plan) -> torch.Tensor:
+def _weight_dft(w: torch.Tensor, plan: _Plan) -> torch.Tensor:
     """w (O, C, k, k) -> Wc^T (2, F, O, C), ``Wc_f[c, o] = sum_d w[o, c, d + p] exp(+i theta_f(d))``: one GEMM
     whose output is already frequency-major (w is read transposed in place)."""
     no, nc, k, _ = w.shape
-    wc = torch.mm(plan["kern"].t(), w.reshape(no * nc, k * k).t())  # (2F, O C)
+    wc = torch.mm(plan.kern.t(), w.reshape(no * nc, k * k).t())  # (2F, O C)
     return wc.view(2, -1, no, nc)
 
 
-def _weight_grad(mt: torch.Tensor, k: int, plan) -> torch.Tensor:
+def _weight_grad(mt: torch.Tensor, k: int, plan: _Plan) -> torch.Tensor:
     """M^T (2, F, O, C) -> gw (O, C, k, k), ``gw[o, c, d + p] = sum_f m_f Re(M_f[c, o] exp(+i theta_f(d)))``
     (m_f, 1/(N_h N_w) in kern_inv): one GEMM writing gw contiguous."""
     _, nf, no, nc = mt.shape
-    gw = torch.mm(mt.view(2 * nf, no * nc).t(), plan["kern_inv"].t())  # (O C, k^2)
+    gw = torch.mm(mt.view(2 * nf, no * nc).t(), plan.kern_inv.t())  # (O C, k^2)
     return gw.view(no, nc, k, k)
 
 
@@ -153,7 +160,7 @@ class _ConvSame(torch.autograd.Function):
         wct = _weight_dft(w.contiguous(), plan)  # (2, F, O, C)
         yf = _mix(xf, wct.transpose(2, 3), False, False)  # (2, F, B, O)
         if b is not None:  # a constant over the whole circular plane is N_h N_w b at frequency 0 only
-            yf[0, 0] += plan["size"] * b
+            yf[0, 0] += plan.size * b
         y = _inverse_dft(yf, h, wd, plan)
         ctx.save_for_backward(xf, wct)
         ctx.shape = (h, wd, k)
@@ -190,7 +197,7 @@ def conv2d_same(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None)
         y (B, O, H, W), contiguous.
 
     >>> x, w = torch.randn(2, 3, 9, 9), torch.randn(4, 3, 5, 5)
-    >>> bool(torch.allclose(conv2d_same(x, w), F.conv2d(x, w, padding=2), atol=1e-4))
+    >>> bool(torch.allclose(conv2d_same(x, w), torch.nn.functional.conv2d(x, w, padding=2), atol=1e-4))
     True
     """
     if x.dim() != 4 or w.dim() != 4 or w.shape[-1] != w.shape[-2] or w.shape[-1] % 2 == 0:
@@ -202,14 +209,16 @@ def conv2d_same(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None)
     return _ConvSame.apply(x, w, b)
 
 
-# Rates (GFLOP/s, one core, float32) fitted to benchmarks/conv_fft.py on the 2-core dev machine: direct
-# convolution runs near the core's peak, the mixing GEMMs (K = C) a little below, the DFT GEMMs (K <= 2N, small
-# N) are memory-bound. The rule then asks for a predicted 1.5x, a margin over the model's error (measured
-# speedups were 0.6-1.0 of predicted on six shapes).
-_RATE_DIRECT, _RATE_MIX, _RATE_DFT, _MARGIN = 200.0, 130.0, 60.0, 1.5
+# Rates (GFLOP/s on one core: direct convolution, mixing GEMMs, DFT GEMMs) fitted to benchmarks/conv_fft.py on
+# the 2-core dev machine. float32: direct convolution runs near the core's peak (oneDNN), the mixing GEMMs (K = C)
+# a little below, the DFT GEMMs (K <= 2N, small N) are memory-bound. float64: F.conv2d has no fast path (~30).
+# The rule asks for a predicted 1.5x, a margin over the model's error (measured float32 speedups were 0.6-1.1 of
+# the predicted ones on six shapes).
+_RATES = {torch.float32: (200.0, 130.0, 60.0), torch.float64: (32.0, 65.0, 30.0)}
+_MARGIN = 1.5
 
 
-def predicted_speedup(c_in: int, c_out: int, h: int, w: int, k: int) -> float:
+def predicted_speedup(c_in: int, c_out: int, h: int, w: int, k: int, dtype: torch.dtype = torch.float32) -> float:
     """Modelled time of F.conv2d over conv2d_same for forward + backward (grad_x and grad_w), per example:
 
         direct = 3 * 2 C O k^2 H W / rate_direct
@@ -218,17 +227,18 @@ def predicted_speedup(c_in: int, c_out: int, h: int, w: int, k: int) -> float:
     (three mixing products of 4 real GEMMs each; a forward and an inverse transform of every input and output
     plane, each a W-step and an H-step GEMM), with ``N_h = H + k//2``, ``K_w = (W + k//2)//2 + 1``,
     ``F = N_h K_w``."""
+    rate_direct, rate_mix, rate_dft = _RATES[dtype]
     p = k // 2
     nh, kw = h + p, (w + p) // 2 + 1
-    direct = 3 * 2 * c_in * c_out * k * k * h * w / _RATE_DIRECT
+    direct = 3 * 2 * c_in * c_out * k * k * h * w / rate_direct
     plane = 2 * (2 * h * w * kw + 4 * nh * h * kw)
-    dft = 3 * 8 * c_in * c_out * nh * kw / _RATE_MIX + 2 * (c_in + c_out) * plane / _RATE_DFT
+    dft = 3 * 8 * c_in * c_out * nh * kw / rate_mix + 2 * (c_in + c_out) * plane / rate_dft
     return direct / dft
 
 
-def fft_pays(c_in: int, c_out: int, h: int, w: int, k: int) -> bool:
+def fft_pays(c_in: int, c_out: int, h: int, w: int, k: int, dtype: torch.dtype = torch.float32) -> bool:
     """Whether :func:`conv2d_same` should replace ``F.conv2d`` on the CPU for a layer of this shape: its
-    :func:`predicted_speedup` is at least 1.5. True for M1's 5x5 conv2 (MNIST 32->64 on 14x14, CIFAR 64->64 on
-    16x16), False for conv1 (C_in = 1: the transforms dominate) and for 3x3 kernels at these widths (break-even
-    measured), where the caller keeps F.conv2d."""
-    return predicted_speedup(c_in, c_out, h, w, k) >= _MARGIN
+    :func:`predicted_speedup` is at least 1.5. float32: True for M1's 5x5 conv2 (MNIST 32->64 on 14x14, CIFAR
+    64->64 on 16x16), False for conv1 (C_in = 1: the transforms dominate) and for M3's 3x3 conv2 (break-even
+    measured), where the caller keeps F.conv2d. float64: True for all of these but conv1."""
+    return predicted_speedup(c_in, c_out, h, w, k, dtype) >= _MARGIN
