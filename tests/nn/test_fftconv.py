@@ -24,15 +24,15 @@ def _rel(got: torch.Tensor, ref: torch.Tensor) -> float:
     return ((got - ref).norm() / ref.norm()).item()
 
 
-def _check(shape, dtype, bias=True, gen=None):
+def _check(shape, dtype, bias=True, gen=None, groups=1):
     nb, ci, co, h, w, k = shape
     x = torch.randn(nb, ci, h, w, dtype=dtype, generator=gen, requires_grad=True)
-    wt = torch.randn(co, ci, k, k, dtype=dtype, generator=gen, requires_grad=True)
+    wt = torch.randn(co, ci // groups, k, k, dtype=dtype, generator=gen, requires_grad=True)
     b = torch.randn(co, dtype=dtype, generator=gen, requires_grad=True) if bias else None
     g = torch.randn(nb, co, h, w, dtype=dtype, generator=gen)
     inputs = [x, wt] + ([b] if bias else [])
-    ref = F.conv2d(x, wt, b, padding=k // 2)
-    got = conv2d_same(x, wt, b)
+    ref = F.conv2d(x, wt, b, padding=k // 2, groups=groups)
+    got = conv2d_same(x, wt, b, groups=groups)
     assert got.shape == ref.shape and got.dtype == dtype and got.is_contiguous()
     assert _rel(got, ref) < TOL[dtype]
     for r, q in zip(torch.autograd.grad(ref, inputs, g), torch.autograd.grad(got, inputs, g), strict=True):
@@ -44,6 +44,16 @@ def _check(shape, dtype, bias=True, gen=None):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_matches_conv2d_and_its_gradients(shape, dtype):
     _check(shape, dtype, gen=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(
+    ("shape", "groups"),
+    [((2, 96, 192, 14, 14, 5), 3), ((3, 8, 12, 7, 9, 5), 4), ((2, 6, 4, 5, 5, 3), 2), ((2, 4, 4, 6, 6, 3), 4)],
+)
+def test_groups_match_grouped_conv2d(shape, groups, dtype):
+    """groups=N is the stacked layout of N networks (M1's conv2 for 3 networks first); depthwise last."""
+    _check(shape, dtype, gen=torch.Generator().manual_seed(4), groups=groups)
 
 
 def test_without_bias():
@@ -80,10 +90,12 @@ def test_gradcheck_float64():
     h=st.integers(1, 12),
     w=st.integers(1, 12),
     k=st.sampled_from([1, 3, 5, 7]),
+    groups=st.integers(1, 3),
     seed=st.integers(0, 2**16),
 )
-def test_random_shapes(nb, ci, co, h, w, k, seed):
-    _check((nb, ci, co, h, w, k), torch.float64, gen=torch.Generator().manual_seed(seed))
+def test_random_shapes(nb, ci, co, h, w, k, groups, seed):
+    shape = (nb, ci * groups, co * groups, h, w, k)
+    _check(shape, torch.float64, gen=torch.Generator().manual_seed(seed), groups=groups)
 
 
 def test_rejects_what_it_does_not_implement():
@@ -92,6 +104,8 @@ def test_rejects_what_it_does_not_implement():
         conv2d_same(x, torch.zeros(3, 2, 4, 4))
     with pytest.raises(ValueError, match="channels"):
         conv2d_same(x, torch.zeros(3, 1, 3, 3))
+    with pytest.raises(ValueError, match="groups"):
+        conv2d_same(x, torch.zeros(3, 1, 3, 3), groups=2)  # O = 3 not divisible by 2
     with pytest.raises(ValueError, match="float"):
         conv2d_same(x.long(), torch.zeros(3, 2, 3, 3, dtype=torch.long))
 

@@ -135,64 +135,73 @@ def _weight_grad(mt: torch.Tensor, k: int, plan: _Plan) -> torch.Tensor:
     return gw.view(no, nc, k, k)
 
 
-def _mix(a: torch.Tensor, b: torch.Tensor, conj_a: bool, conj_b: bool) -> torch.Tensor:
-    """Per-frequency complex product ``op(A_f) op(B_f)`` of split (2, F, m, n) tensors, op = conj optionally;
-    the operands may be transposed views (bmm reads them in place). Four real batched GEMMs, the sums fused into
-    the GEMM's accumulation (baddbmm)."""
-    ar, ai, br, bi = a[0], a[1], b[0], b[1]
+def _mix(a: torch.Tensor, b: torch.Tensor, conj_a: bool, conj_b: bool, dims: tuple[int, int, int], groups: int):
+    """Per-frequency complex products ``op(A_f) op(B_f)`` of split (2, F, m, n) tensors, op = conj optionally,
+    one per group: group n multiplies the n-th of ``groups`` equal slices of a, b and the output along dims
+    ``dims`` (a's, b's, out's; 2 = rows, 3 = columns). Operands may be transposed views (bmm reads them in
+    place); each product is four real batched GEMMs, the sums fused into the GEMM's accumulation (baddbmm)."""
+    da, db, do = dims
+    a_parts, b_parts = a.chunk(groups, da), b.chunk(groups, db)
+    shape = [2, a.shape[1], a_parts[0].shape[2], b_parts[0].shape[3]]
+    shape[do] *= groups
+    out = torch.empty(shape, dtype=a.dtype)
     sa, sb = (-1 if conj_a else 1), (-1 if conj_b else 1)
-    out = torch.empty(2, ar.shape[0], ar.shape[1], br.shape[2], dtype=a.dtype)
-    re, im = out[0], out[1]
-    torch.bmm(ar, br, out=re)  # re = ar br - (sa ai)(sb bi)
-    re.baddbmm_(ai, bi, alpha=-sa * sb)
-    torch.baddbmm(im, ar, bi, beta=0, alpha=sb, out=im)  # im = ar (sb bi) + (sa ai) br
-    im.baddbmm_(ai, br, alpha=sa)
+    for ag, bg, og in zip(a_parts, b_parts, out.chunk(groups, do), strict=True):
+        ar, ai, br, bi, re, im = ag[0], ag[1], bg[0], bg[1], og[0], og[1]
+        torch.bmm(ar, br, out=re)  # re = ar br - (sa ai)(sb bi)
+        re.baddbmm_(ai, bi, alpha=-sa * sb)
+        torch.baddbmm(im, ar, bi, beta=0, alpha=sb, out=im)  # im = ar (sb bi) + (sa ai) br
+        im.baddbmm_(ai, br, alpha=sa)
     return out
 
 
 class _ConvSame(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, w, b):
+    def forward(ctx, x, w, b, groups):
         nb, nc, h, wd = x.shape
         k = w.shape[-1]
         plan = _plan(h, wd, k, x.dtype)
         xf = _forward_dft(x.contiguous(), plan)  # (2, F, B, C), kept for grad_w
         wct = _weight_dft(w.contiguous(), plan)  # (2, F, O, C)
-        yf = _mix(xf, wct.transpose(2, 3), False, False)  # (2, F, B, O)
+        yf = _mix(xf, wct.transpose(2, 3), False, False, (3, 3, 3), groups)  # (2, F, B, O)
         if b is not None:  # a constant over the whole circular plane is N_h N_w b at frequency 0 only
             yf[0, 0] += plan.size * b
         y = _inverse_dft(yf, h, wd, plan)
         ctx.save_for_backward(xf, wct)
-        ctx.shape = (h, wd, k)
+        ctx.shape = (h, wd, k, groups)
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
         xf, wct = ctx.saved_tensors
-        h, wd, k = ctx.shape
+        h, wd, k, groups = ctx.shape
         plan = _plan(h, wd, k, g.dtype)
-        need_x, need_w, need_b = ctx.needs_input_grad
+        need_x, need_w, need_b, _ = ctx.needs_input_grad
         gx = gw = gb = None
         if need_x or need_w:
             gf = _forward_dft(g.contiguous(), plan)  # (2, F, B, O)
             if need_x:  # GX_f = G_f conj(Wc_f)^T = G_f conj(Wc^T_f)
-                gx = _inverse_dft(_mix(gf, wct, False, True), h, wd, plan)
+                gx = _inverse_dft(_mix(gf, wct, False, True, (3, 2, 3), groups), h, wd, plan)
             if need_w:  # M_f^T = conj(G_f)^T X_f  (O, B) @ (B, C)
-                gw = _weight_grad(_mix(gf.transpose(2, 3), xf, True, False), k, plan)
+                mt = _mix(gf.transpose(2, 3), xf, True, False, (2, 3, 2), groups)
+                gw = _weight_grad(mt, k, plan)
         if need_b:
             gb = g.sum((0, 2, 3))
-        return gx, gw, gb
+        return gx, gw, gb, None
 
 
-def conv2d_same(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.conv2d(x, w, b, padding=k // 2)`` (stride 1, odd k, NCHW, CPU float32/float64) by per-frequency GEMMs
-    (module docstring); gradients for x, w and b as requested. Not twice differentiable.
+def conv2d_same(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, groups: int = 1) -> torch.Tensor:
+    """``F.conv2d(x, w, b, padding=k // 2, groups=groups)`` (stride 1, odd k, NCHW, CPU float32/float64) by
+    per-frequency GEMMs (module docstring); gradients for x, w and b as requested. Not twice differentiable.
+    With groups, the transforms still run once over all planes and only the mixing splits (one set of GEMMs per
+    group): the stacked layout of N networks (bnlab.nn.layers) is groups=N.
 
     Args:
         x: input (B, C, H, W).
-        w: weights (O, C, k, k), k odd.
+        w: weights (O, C / groups, k, k), k odd.
         b: bias (O,) or None.
+        groups: channel groups; C and O divisible by it.
     Returns:
         y (B, O, H, W), contiguous.
 
@@ -202,11 +211,14 @@ def conv2d_same(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None)
     """
     if x.dim() != 4 or w.dim() != 4 or w.shape[-1] != w.shape[-2] or w.shape[-1] % 2 == 0:
         raise ValueError(f"conv2d_same needs x (B, C, H, W) and w (O, C, k, k) with k odd, got {tuple(w.shape)}")
-    if w.shape[1] != x.shape[1]:
-        raise ValueError(f"w has {w.shape[1]} input channels, x has {x.shape[1]}")
+    if groups < 1 or x.shape[1] % groups or w.shape[0] % groups or w.shape[1] * groups != x.shape[1]:
+        raise ValueError(
+            f"w {tuple(w.shape)} does not fit x's {x.shape[1]} channels in {groups} group(s): "
+            "w must be (O, C / groups, k, k) with C and O divisible by groups"
+        )
     if x.dtype not in (torch.float32, torch.float64) or w.dtype != x.dtype or x.device.type != "cpu":
         raise ValueError(f"conv2d_same runs on CPU float32/float64 tensors, got {x.dtype} on {x.device}")
-    return _ConvSame.apply(x, w, b)
+    return _ConvSame.apply(x, w, b, groups)
 
 
 # Rates (GFLOP/s on one core: direct convolution, mixing GEMMs, DFT GEMMs) fitted to benchmarks/conv_fft.py on
