@@ -106,17 +106,16 @@ def _forward_dft(x: torch.Tensor, plan: _Plan) -> torch.Tensor:
     return z.view(2, nh * kw, nb, nc)
 
 
-def _inverse_dft(y: torch.Tensor, h: int, w: int, plan: _Plan) -> torch.Tensor:
-    """Y (2, F, B, O) -> y (B, O, H, W) real, the cropped inverse of :func:`_forward_dft`."""
+def _inverse_dft(y: torch.Tensor, plan: _Plan, out: torch.Tensor) -> None:
+    """Y (2, F, B, O) -> ``out`` (B, O, H, W) real (any strides: a channel slice of a larger output), the cropped
+    inverse of :func:`_forward_dft`."""
     _, _, nb, no = y.shape
-    nh, kw = plan.nh, plan.kw
+    h, w = out.shape[2:]
     p_ = nb * no
-    u = torch.mm(plan.ih, y.view(2 * nh, kw * p_))  # (2H, K_w P) = (h, ri_U, c, P)
-    u = u.view(h, 2 * kw, p_)
-    out = torch.empty(nb, no, h, w, dtype=y.dtype)
-    # along W: out[:, :, h, :] = U[h]^T (P, 2 K_w) @ iw (2 K_w, W), written in place through a strided view
-    torch.matmul(u.transpose(1, 2), plan.iw, out=out.view(p_, h, w).transpose(0, 1))
-    return out
+    u = torch.mm(plan.ih, y.view(2 * plan.nh, plan.kw * p_))  # (2H, K_w P) = (h, ri_U, c, P)
+    # along W: r[h] = U[h]^T (P, 2 K_w) @ iw (2 K_w, W); then one permuting copy into (B, O, H, W)
+    r = torch.matmul(u.view(h, 2 * plan.kw, p_).transpose(1, 2), plan.iw)  # (H, P, W)
+    out.copy_(r.view(h, nb, no, w).permute(1, 2, 0, 3))
 
 
 def _weight_dft(w: torch.Tensor, plan: _Plan) -> torch.Tensor:
@@ -135,67 +134,74 @@ def _weight_grad(mt: torch.Tensor, k: int, plan: _Plan) -> torch.Tensor:
     return gw.view(no, nc, k, k)
 
 
-def _mix(a: torch.Tensor, b: torch.Tensor, conj_a: bool, conj_b: bool, dims: tuple[int, int, int], groups: int):
-    """Per-frequency complex products ``op(A_f) op(B_f)`` of split (2, F, m, n) tensors, op = conj optionally,
-    one per group: group n multiplies the n-th of ``groups`` equal slices of a, b and the output along dims
-    ``dims`` (a's, b's, out's; 2 = rows, 3 = columns). Operands may be transposed views (bmm reads them in
-    place); each product is four real batched GEMMs, the sums fused into the GEMM's accumulation (baddbmm)."""
-    da, db, do = dims
-    a_parts, b_parts = a.chunk(groups, da), b.chunk(groups, db)
-    shape = [2, a.shape[1], a_parts[0].shape[2], b_parts[0].shape[3]]
-    shape[do] *= groups
-    out = torch.empty(shape, dtype=a.dtype)
+def _mix(a: torch.Tensor, b: torch.Tensor, conj_a: bool, conj_b: bool) -> torch.Tensor:
+    """Per-frequency complex product ``op(A_f) op(B_f)`` of split (2, F, m, n) tensors, op = conj optionally.
+    Operands may be transposed views (bmm reads them in place); four real batched GEMMs, the sums fused into the
+    GEMM's accumulation (baddbmm)."""
+    ar, ai, br, bi = a[0], a[1], b[0], b[1]
     sa, sb = (-1 if conj_a else 1), (-1 if conj_b else 1)
-    for ag, bg, og in zip(a_parts, b_parts, out.chunk(groups, do), strict=True):
-        ar, ai, br, bi, re, im = ag[0], ag[1], bg[0], bg[1], og[0], og[1]
-        torch.bmm(ar, br, out=re)  # re = ar br - (sa ai)(sb bi)
-        re.baddbmm_(ai, bi, alpha=-sa * sb)
-        torch.baddbmm(im, ar, bi, beta=0, alpha=sb, out=im)  # im = ar (sb bi) + (sa ai) br
-        im.baddbmm_(ai, br, alpha=sa)
+    out = torch.empty(2, ar.shape[0], ar.shape[1], br.shape[2], dtype=a.dtype)
+    re, im = out[0], out[1]
+    torch.bmm(ar, br, out=re)  # re = ar br - (sa ai)(sb bi)
+    re.baddbmm_(ai, bi, alpha=-sa * sb)
+    torch.baddbmm(im, ar, bi, beta=0, alpha=sb, out=im)  # im = ar (sb bi) + (sa ai) br
+    im.baddbmm_(ai, br, alpha=sa)
     return out
 
 
 class _ConvSame(torch.autograd.Function):
+    """One group at a time: x's and g's channel slices are copied contiguous and each group runs the whole
+    pipeline. Why not all groups in one pass (transforms over every plane, per-group mixing): for 8 stacked M1
+    networks its 30-60 MB frequency-domain tensors left the caches and it ran 1.8x slower than this (measured)."""
+
     @staticmethod
     def forward(ctx, x, w, b, groups):
-        nb, nc, h, wd = x.shape
+        nb, _, h, wd = x.shape
         k = w.shape[-1]
         plan = _plan(h, wd, k, x.dtype)
-        xf = _forward_dft(x.contiguous(), plan)  # (2, F, B, C), kept for grad_w
-        wct = _weight_dft(w.contiguous(), plan)  # (2, F, O, C)
-        yf = _mix(xf, wct.transpose(2, 3), False, False, (3, 3, 3), groups)  # (2, F, B, O)
-        if b is not None:  # a constant over the whole circular plane is N_h N_w b at frequency 0 only
-            yf[0, 0] += plan.size * b
-        y = _inverse_dft(yf, h, wd, plan)
-        ctx.save_for_backward(xf, wct)
+        y = x.new_empty(nb, w.shape[0], h, wd)
+        bias = b.chunk(groups) if b is not None else [None] * groups
+        saved = []
+        for xg, wg, bg, yg in zip(x.chunk(groups, 1), w.chunk(groups), bias, y.chunk(groups, 1), strict=True):
+            xf = _forward_dft(xg.contiguous(), plan)  # (2, F, B, C), kept for grad_w
+            wct = _weight_dft(wg.contiguous(), plan)  # (2, F, O, C)
+            yf = _mix(xf, wct.transpose(2, 3), False, False)  # (2, F, B, O)
+            if bg is not None:  # a constant over the whole circular plane is N_h N_w b at frequency 0 only
+                yf[0, 0] += plan.size * bg
+            _inverse_dft(yf, plan, yg)
+            saved += [xf, wct]
+        ctx.save_for_backward(*saved)
         ctx.shape = (h, wd, k, groups)
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
-        xf, wct = ctx.saved_tensors
         h, wd, k, groups = ctx.shape
+        saved = ctx.saved_tensors
         plan = _plan(h, wd, k, g.dtype)
         need_x, need_w, need_b, _ = ctx.needs_input_grad
-        gx = gw = gb = None
+        nc = saved[0].shape[3] * groups
+        gx = g.new_empty(g.shape[0], nc, h, wd) if need_x else None
+        gws = []
         if need_x or need_w:
-            gf = _forward_dft(g.contiguous(), plan)  # (2, F, B, O)
-            if need_x:  # GX_f = G_f conj(Wc_f)^T = G_f conj(Wc^T_f)
-                gx = _inverse_dft(_mix(gf, wct, False, True, (3, 2, 3), groups), h, wd, plan)
-            if need_w:  # M_f^T = conj(G_f)^T X_f  (O, B) @ (B, C)
-                mt = _mix(gf.transpose(2, 3), xf, True, False, (2, 3, 2), groups)
-                gw = _weight_grad(mt, k, plan)
-        if need_b:
-            gb = g.sum((0, 2, 3))
+            gx_parts = gx.chunk(groups, 1) if need_x else [None] * groups
+            for i, (gg, gxg) in enumerate(zip(g.chunk(groups, 1), gx_parts, strict=True)):
+                xf, wct = saved[2 * i], saved[2 * i + 1]
+                gf = _forward_dft(gg.contiguous(), plan)  # (2, F, B, O)
+                if need_x:  # GX_f = G_f conj(Wc_f)^T = G_f conj(Wc^T_f)
+                    _inverse_dft(_mix(gf, wct, False, True), plan, gxg)
+                if need_w:  # M_f^T = conj(G_f)^T X_f  (O, B) @ (B, C)
+                    gws.append(_weight_grad(_mix(gf.transpose(2, 3), xf, True, False), k, plan))
+        gw = torch.cat(gws) if need_w else None
+        gb = g.sum((0, 2, 3)) if need_b else None
         return gx, gw, gb, None
 
 
 def conv2d_same(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, groups: int = 1) -> torch.Tensor:
     """``F.conv2d(x, w, b, padding=k // 2, groups=groups)`` (stride 1, odd k, NCHW, CPU float32/float64) by
     per-frequency GEMMs (module docstring); gradients for x, w and b as requested. Not twice differentiable.
-    With groups, the transforms still run once over all planes and only the mixing splits (one set of GEMMs per
-    group): the stacked layout of N networks (bnlab.nn.layers) is groups=N.
+    groups=N is the stacked layout of N networks (bnlab.nn.layers); each group runs on its own.
 
     Args:
         x: input (B, C, H, W).
