@@ -245,12 +245,13 @@ def conv2d_same(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None,
 
 
 # Rates (GFLOP/s on one core: direct convolution, mixing GEMMs, DFT GEMMs) fitted to benchmarks/conv_fft.py on
-# the 2-core dev machine. float32: direct convolution runs near the core's peak (oneDNN), the mixing GEMMs (K = C)
-# a little below, the DFT GEMMs (K <= 2N, small N) are memory-bound. float64: F.conv2d has no fast path (~30).
-# The rule asks for a predicted 1.5x, a margin over the model's error (measured float32 speedups were 0.6-1.1 of
-# the predicted ones on six shapes).
-_RATES = {torch.float32: (200.0, 130.0, 60.0), torch.float64: (32.0, 65.0, 30.0)}
-_MARGIN = 1.5
+# the 2-core dev machine under load. float32: direct convolution runs near the core's peak (oneDNN); the mixing
+# GEMMs (K = C) and the memory-bound DFT GEMMs (K <= 2N, streaming 4-7 MB tensors) run slower inside the full
+# pass than alone. The fit is within 20% of the measured speedups of the five multi-channel shapes there (it
+# overrates C_in = 1); the rule asks for 1.4x predicted, clear of the 3x3 break-even. float64: F.conv2d has no
+# fast path (~30 GFLOP/s).
+_RATES = {torch.float32: (200.0, 100.0, 55.0), torch.float64: (32.0, 65.0, 30.0)}
+_MARGIN = 1.4
 
 
 def predicted_speedup(c_in: int, c_out: int, h: int, w: int, k: int, dtype: torch.dtype = torch.float32) -> float:
@@ -273,7 +274,7 @@ def predicted_speedup(c_in: int, c_out: int, h: int, w: int, k: int, dtype: torc
 
 def fft_pays(c_in: int, c_out: int, h: int, w: int, k: int, dtype: torch.dtype = torch.float32) -> bool:
     """Whether :func:`conv2d_same` should replace ``F.conv2d`` on the CPU for a layer of this shape: its
-    :func:`predicted_speedup` is at least 1.5. float32: True for M1's 5x5 conv2 (MNIST 32->64 on 14x14, CIFAR
+    :func:`predicted_speedup` is at least 1.4. float32: True for M1's 5x5 conv2 (MNIST 32->64 on 14x14, CIFAR
     64->64 on 16x16), False for conv1 (C_in = 1: the transforms dominate) and for M3's 3x3 conv2 (break-even
     measured), where the caller keeps F.conv2d. float64: True for all of these but conv1."""
     return predicted_speedup(c_in, c_out, h, w, k, dtype) >= _MARGIN
