@@ -84,6 +84,19 @@ def test_steps_to_tolerance_and_measured_rate_on_synthetic_data():
     assert np.isnan(theory.measured_rate(steps, np.ones(200)))  # no convergence, no rate
 
 
+def test_measured_rate_stops_above_a_round_off_floor_it_lies_on_before_the_fit_floor():
+    # A gap contracting by 0.998 per step onto a jittering floor at 6e-24 of its start (what a spiked d = 1000 run
+    # showed), fitted to 1e-24: the fit must end above the floor, not read the flat tail as a rate of 1.
+    steps = np.arange(60_000)
+    jitter = 1 + 0.03 * (steps % 2)
+    floored = np.maximum(0.998**steps, 6e-24 * jitter)
+    decaying = 0.9995**steps  # a steady fall to 1e-13 at the end: no floor, fitted as before
+    gap = np.stack([floored, decaying], axis=1)
+    assert theory.roundoff_floor(floored) == pytest.approx(6e-24)
+    assert theory.roundoff_floor(decaying) == 0.0
+    np.testing.assert_allclose(theory.measured_rate(steps, gap, floor=1e-24), [0.998, 0.9995], rtol=1e-9)
+
+
 # -- property tests for SPEC section 2 ---------------------------------------------------------------------
 problems = st.builds(
     Problem.from_spectrum,

@@ -242,7 +242,8 @@ def summarise(cfg: DimensionConfig, tables: Tables) -> list[Claim]:
                 ),
             )
         )
-        claims.append(_higher_is_better(cfg, case, measured, law))
+        runs = tables["windows"][(tables["windows"].case == case) & (tables["windows"].method == "bngd")]
+        claims.append(_higher_is_better(cfg, case, measured, law, _transient_bands(runs)))
         spread = float(plain.width_10x.max() - plain.width_10x.min())
         claims.append(
             close_to(
@@ -260,8 +261,31 @@ def summarise(cfg: DimensionConfig, tables: Tables) -> list[Claim]:
     return claims
 
 
-def _higher_is_better(cfg: DimensionConfig, case: str, measured: float, law: float) -> Claim:
-    """The paper's "the higher the better": holds where the law's slope says it should, and is measured so."""
+def _transient_bands(runs: pd.DataFrame) -> str:
+    """The runs (d, seed) whose 10x-window is a transient band, not the law's: fewest steps under a tenth of the
+    law's count at the best rate, and a span more than a decade short of the law's width. There the transient
+    takes the gap under tol at the best eps while the slowest modes of H* (H's isolated lowest eigenvalue: a linear
+    spectrum at small d and large kappa) are left holding under tol of it, and its neighbours, which leave more,
+    need thousands of steps: the window is that band (as ``lr-robustness.bngd-*-wider`` names it). Measured on
+    linear kappa = 1e4, sparse u, case (a), d = 10: fewest steps 26 and 36 where the law counts 33020 and 32374,
+    spans 3.43 and 0.81 decades against the law's 5.56 and 5.63, while d = 100, 1000 match the law (5.56, 5.52)."""
+    band = runs[(10 * runs.level_steps < runs.law_best_steps) & (runs.span_10x < runs.law_width_10x - 1)]
+    if band.empty:
+        return ""
+    listed = "; ".join(
+        f"d={int(r.d)} seed {int(r.seed)}: fewest {r.level_steps:.0f} steps vs the law's {r.law_best_steps:.0f}, "
+        f"span {r.span_10x:.2f} vs {r.law_width_10x:.2f}"
+        for r in band.itertuples()
+    )
+    return (
+        f"; windows that are transient bands ({listed}): the transient reaches tol with the slowest modes of H* "
+        "left under it, so the window is that band's and the slope over d is not the law's there"
+    )
+
+
+def _higher_is_better(cfg: DimensionConfig, case: str, measured: float, law: float, bands: str = "") -> Claim:
+    """The paper's "the higher the better": holds where the law's slope says it should, and is measured so;
+    ``bands`` names the runs whose window is a transient band (:func:`_transient_bands`)."""
     label = CASES[case]
     if law > cfg.widens_above:
         # Case (a) widens too on a spectrum whose lambda_max^2 / m2 grows with d (a spiked family).
@@ -274,16 +298,18 @@ def _higher_is_better(cfg: DimensionConfig, case: str, measured: float, law: flo
             measured=measured,
             holds=measured > cfg.widens_above,
             relation=">",
-            detail=f"the law's slope {law:.2f}: {why}",
+            detail=f"the law's slope {law:.2f}: {why}{bands}",
         )
     return below(
         id=f"dimension.higher-better.{case}",
         claim=f"Not the higher the better: BNGD's 10x-window does not widen with d, {label} (the paper's claim "
-        "does not hold here)",
+        "does not hold here); where the windows at small d are transient bands (the transient reaching tol with "
+        "the slowest modes left under it: linear spectra, large kappa) they are narrower, and the slope over d "
+        "measures that, not the law",
         quantity="slope of the 10x-window span vs log10 d (decades per decade)",
         measured=measured,
         bound=cfg.slope_atol,
-        detail=f"the law's slope {law:.2f}: {_mechanism(case)}",
+        detail=f"the law's slope {law:.2f}: {_mechanism(case)}{bands}",
     )
 
 

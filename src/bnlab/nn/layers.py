@@ -8,7 +8,9 @@ so network k owns the channel block [k*C, (k+1)*C). Consequences:
 - batch normalisation of network k, channel c is plain BN of channel k*C + c, so all N networks are one fused
   ``F.batch_norm`` call with per-network statistics.
 Parameters keep torch.nn's per-network shapes behind the model axis: Linear (N, out, in), Conv2d
-(N, out, in, k, k), BN (N, C).
+(N, out, in, k, k), BN (N, C). On the CPU a conv block's BN, ReLU and pooling run as one fused pass instead of
+these layers (``bnlab.nn.fused``, called by ``BatchedNet.forward``); the layers here are its reference and the
+path everywhere else (CUDA, second derivatives).
 """
 
 from __future__ import annotations

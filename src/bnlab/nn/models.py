@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from bnlab.errors import BnlabError
+from bnlab.nn.fused import bn_relu_pool, fusable, relu_pool
 from bnlab.nn.layers import (
     BatchedBatchNorm,
     BatchedConv2d,
@@ -149,6 +150,8 @@ class BatchedNet(nn.Module):
             raise BnlabError(f"need at least one network, got {n}")
         shape = tuple(input_shape) if input_shape is not None else None
         self.spec, self.input_shape, self.num_classes, self.n = spec, shape, num_classes, n
+        self.tails: dict[int, int] = {}
+        self.fused = True  # False runs every layer by itself (twice differentiable: nn.sharpness needs that)
         if layers is not None:
             self.ops = None
             self.layers = nn.ModuleList(layers)
@@ -169,12 +172,30 @@ class BatchedNet(nn.Module):
             else:
                 built.append(BatchedFlatten(n, shared=i == 0))
         self.layers = nn.ModuleList(built)
+        # conv blocks' tails, (BN,) ReLU, pool, each run as one fused CPU pass (bnlab.nn.fused): start -> length
+        for i, op in enumerate(self.ops):
+            if op[0] == "bn" and self.ops[i + 1 : i + 3] == [("relu",), ("pool",)]:
+                self.tails[i] = 3
+            elif op[0] == "relu" and self.ops[i + 1 : i + 2] == [("pool",)]:
+                self.tails[i] = 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
             raise BnlabError(f"input shape {tuple(x.shape[1:])} does not match the model's {self.input_shape}")
-        for layer in self.layers:
-            x = layer(x)
+        i = 0
+        while i < len(self.layers):
+            span = self.tails.get(i, 0) if self.fused and fusable(x) else 0
+            if span == 3:
+                bn = self.layers[i]
+                x = bn_relu_pool(
+                    x, bn.weight.view(-1), bn.bias.view(-1), bn.running_mean.view(-1), bn.running_var.view(-1),
+                    self.training, bn.momentum, bn.eps,
+                )  # fmt: skip
+            elif span == 2:
+                x = relu_pool(x)
+            else:
+                x = self.layers[i](x)
+            i += span or 1
         return x
 
     def bn_parameters(self) -> list[nn.Parameter]:
@@ -208,6 +229,7 @@ class BatchedNet(nn.Module):
         sub = type(self)(self.spec, self.input_shape, self.num_classes, len(index))
         p0 = next(self.parameters())
         sub.to(device=p0.device, dtype=p0.dtype).train(self.training)
+        sub.fused = self.fused
         with torch.no_grad():
             for mine, theirs in zip(self.state_dict().values(), sub.state_dict().values(), strict=True):
                 theirs.copy_(mine.index_select(0, index))

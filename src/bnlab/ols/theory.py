@@ -292,8 +292,9 @@ def measured_rate(steps, excess_loss, upper: float = 1e-3, floor: float = 1e-12)
 
     Fits ``log gap`` linearly in the step over the later half of the stretch that starts after the gap last
     exceeded ``upper`` (relative to the initial gap: past the transient) and ends where it first falls to
-    ``floor`` (above round-off). NaN where that stretch has fewer than three points (not converged far enough,
-    or diverged).
+    ``floor``, or to ``ROUNDOFF_MARGIN`` times the run's round-off floor where the gap lies flat on one before
+    ``floor`` (:func:`roundoff_floor`). NaN where that stretch has fewer than three points (not converged far
+    enough, or diverged).
     """
     steps = np.asarray(steps, dtype=np.float64)
     gap = np.asarray(excess_loss, dtype=np.float64)
@@ -306,12 +307,38 @@ def measured_rate(steps, excess_loss, upper: float = 1e-3, floor: float = 1e-12)
         r = rel[:, i]
         above = np.flatnonzero(~(r <= upper))  # NaN counts as above: a diverged run yields no stretch
         start = above[-1] + 1 if len(above) else 0
-        below = np.flatnonzero(r[start:] <= floor)
+        below = np.flatnonzero(r[start:] <= max(floor, ROUNDOFF_MARGIN * roundoff_floor(r[start:])))
         stop = start + below[0] if len(below) else len(r)
         stretch = np.arange(start, stop)[(stop - start) // 2 :]
         if len(stretch) >= 3:
             out[i] = np.exp(np.polyfit(steps[stretch], np.log(gap[stretch, i]), 1)[0])
     return out[0] if squeeze else out
+
+
+# A fit stops this far above a round-off floor: there the floor is under 0.1% of the gap fitted, so it moves the
+# fitted log gap by under 1e-3 at the stretch's end.
+ROUNDOFF_MARGIN = 1e3
+
+
+def roundoff_floor(rel_gap, flat_for: float = 0.1) -> float:
+    """The level a recorded gap lies flat on at the end of a run after falling fast onto it (round-off: the gap
+    formulas resolve the direction error to some ulps of ||u||; floors of 1e-26 .. 6e-24 of the initial gap seen
+    on kappa = 1e4 and spiked problems), or 0 where it has none.
+
+    Flat: from the first record that is within 2x of every later one (a decaying gap is so only near its end, a
+    round-off floor jitters by a few percent) for at least ``flat_for`` of the records, after a fall of at least
+    ``ROUNDOFF_MARGIN`` over the ``flat_for`` of the records before (a gap still decaying slowly over the whole
+    run has no such break); the level is the smallest gap there. A fit running into it reads the flat stretch as
+    a rate of 1 (seen: 1.000000 against rho*^2 = 0.998494 on a spiked d = 1000 problem whose floor was 6e-24 of
+    its start, with a fit meant to end at 1e-24)."""
+    r = np.asarray(rel_gap, dtype=np.float64)
+    if r.size == 0 or not np.isfinite(r).all():
+        return 0.0
+    later_min = np.minimum.accumulate(r[::-1])[::-1]
+    first = int(np.argmax(r <= 2 * later_min))
+    span = int(np.ceil(flat_for * r.size))
+    flat = r.size - first >= span and r[max(first - span, 0)] >= ROUNDOFF_MARGIN * later_min[first]
+    return float(later_min[first]) if flat else 0.0
 
 
 def steps_to_tolerance(steps, excess_loss, tol: float) -> np.ndarray:
