@@ -223,6 +223,8 @@ def test_window_law_rejects_bad_input_and_handles_a0_zero():
         theory.window_law(p, w0, 1.0, 1.0)
     with pytest.raises(BnlabError, match="tol"):
         theory.window_law(p, w0, 1.0, 10.0, tol=2.0)
+    with pytest.raises(BnlabError, match="sustain"):
+        theory.window_law(p, w0, 1.0, 10.0, tol=1e-6, sustain=-0.1)
     # a0 = 0: w stays put for one step, then a_1 = w0^T g / ||w0||_H plays a0's part.
     p0 = (w0 @ p.g) / np.sqrt(w0 @ p.H @ w0)
     assert theory.window_law(p, w0, 0.0).upper == pytest.approx(theory.window_law(p, w0, p0).upper)
