@@ -130,7 +130,7 @@ def batched(spec, data, configs, steps, batch, device, group_size=None, fused=Tr
 
     def run():
         model = init_batched(spec, data.input_shape, data.num_classes, [c.seed for c in configs], device=device)
-        model.fused = fused
+        model.fast_cpu = fused
         train(
             spec,
             data,

@@ -123,7 +123,7 @@ def test_fused_and_unfused_training_agree(kind, bn, tiny_images):
     runs = []
     for fused in (True, False):
         model = init_batched(spec, tiny_images.input_shape, tiny_images.num_classes, [3, 4], dtype=torch.float64)
-        model.fused = fused
+        model.fast_cpu = fused
         train(spec, tiny_images, configs, steps=5, batch_size=10, test_size=10, model=model)
         runs.append(torch.cat([p.detach().flatten() for p in model.state_dict().values()]))
     assert _rel(runs[0], runs[1]) < 1e-10
@@ -140,4 +140,4 @@ def test_sharpness_runs_unfused_on_a_cnn(tiny_images):
     conv = next(i for i, op in enumerate(model.ops) if op[0] == "conv")
     top = sphere_sharpness(model, [(x.double(), y)], "cross_entropy", [conv], iters=3)
     assert top.shape == (1, 2) and bool(torch.isfinite(top).all()) and bool((top > 0).all())
-    assert model.fused
+    assert model.fast_cpu

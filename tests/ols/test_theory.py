@@ -192,6 +192,11 @@ def test_window_law_edges_follow_the_effective_step_and_w0_only_shifts():
     scaled = theory.window_law(p, 7.0 * w0, 1.0, 10.0)
     assert scaled.width == pytest.approx(law.width, rel=1e-12)
     assert scaled.lower / law.lower == pytest.approx(49.0, rel=1e-12)
+    # So with tol: what the flanks' start directions cost depends on directions only (w0's and the first step's).
+    with_tol = [theory.window_law(p, k * w0, 1.0, 10.0, tol=1e-6, sustain=0.2) for k in (1.0, 7.0)]
+    assert with_tol[1].width == pytest.approx(with_tol[0].width, rel=1e-9)
+    assert with_tol[1].best_steps == pytest.approx(with_tol[0].best_steps, rel=1e-9)
+    assert with_tol[1].upper / with_tol[0].upper == pytest.approx(49.0, rel=1e-9)
     # The flank factor tends to F from below as kappa* grows; with a batch of w0 the law is per run.
     assert 9.0 < law.flank < 10.0
     batch = theory.window_law(p, np.stack([w0, 2 * w0]), np.array([1.0, 3.0]), 10.0)
@@ -218,6 +223,8 @@ def test_window_law_rejects_bad_input_and_handles_a0_zero():
         theory.window_law(p, w0, 1.0, 1.0)
     with pytest.raises(BnlabError, match="tol"):
         theory.window_law(p, w0, 1.0, 10.0, tol=2.0)
+    with pytest.raises(BnlabError, match="sustain"):
+        theory.window_law(p, w0, 1.0, 10.0, tol=1e-6, sustain=-0.1)
     # a0 = 0: w stays put for one step, then a_1 = w0^T g / ||w0||_H plays a0's part.
     p0 = (w0 @ p.g) / np.sqrt(w0 @ p.H @ w0)
     assert theory.window_law(p, w0, 0.0).upper == pytest.approx(theory.window_law(p, w0, p0).upper)

@@ -48,10 +48,11 @@ CASES: dict[str, str] = {
     "raw": "(b) raw target, a*/a0 ~ sqrt(d)",
     "spiked": "(c) spiked spectrum, unit u and w0",
 }
-# The law's ends are within 0.16 decade of the measured ones on linear, log and Marchenko-Pastur spectra
-# (tests/ols/test_window_law.py), 0.3 on spiked ones; beyond that, by as much as the law's count of the fewest steps
-# is off (the claims allow that term, measured: on spiked spectra the band's fewest steps are 1.5-3.5x the law's,
-# the top modes sitting at their stability edge there; at d = 10 the transient is a third of them).
+# The law's ends are within 0.25 decade of the measured ones on linear, log, Marchenko-Pastur and spiked spectra
+# (tests/ols/test_window_law.py); beyond that, by as much as the law's count of the fewest steps is off (the claims
+# allow that term). Case (c)'s blocks (rho = 0.5, 4 spikes) put the fewest steps on the plateau between the flanks,
+# where eps_hat settles just under the edge and the top modes, at their edge, hold the tail: measured 1.4-2x the
+# law's count there (52 vs 36 at d = 30, 524 vs 255 at d = 300), the ends ~0.2 decade inside the measured ones.
 LAW_TOLERANCE = {"fixed": 0.25, "raw": 0.25, "spiked": 0.25}
 
 
@@ -86,7 +87,7 @@ class DimensionConfig(FamilyConfig, CompiledConfig, SeedsConfig):
     spiked_budget: float = Field(5.0, ge=1)
     max_steps: int = Field(100_000, ge=10)  # a cap (large kappa*): the windows' ends are then cut by the budget
     slope_atol: float = Field(0.2, gt=0)  # |measured slope - law's slope| allowed (decades per decade)
-    # Case (c): the law's ends are within ~0.35 decade there, and both move, so over 1-1.5 decades of d its slope
+    # Case (c): the law's ends are within ~0.26 decade there, and both move, so over 1-1.5 decades of d its slope
     # can be off by ~0.45 (measured: 0.1-0.4 at 2-3 seeds).
     spiked_slope_atol: float = Field(0.45, gt=0)
     widens_above: float = Field(0.5, gt=0)  # "the higher the better": a slope above this
@@ -111,7 +112,9 @@ def _budget(cfg: DimensionConfig, rate: float, case: str) -> int:
 
 def _chunk(cfg: DimensionConfig, case: str, d: int, seed: int) -> pd.DataFrame:
     problem, w0, a0 = case_problem(cfg, case, d, seed)
-    laws = {f: theory.window_law(problem, w0, a0, f, tol=cfg.tol) for f in FACTORS}
+    # The windows are measured from the best level 3 neighbouring eps hold (2 grid steps): the law's alike.
+    sustain = 2 / cfg.per_decade
+    laws = {f: theory.window_law(problem, w0, a0, f, tol=cfg.tol, sustain=sustain) for f in FACTORS}
     wide = laws[max(FACTORS)]
     lo, hi = np.log10(wide.lower) - cfg.margin, np.log10(wide.upper) + cfg.margin
     bn_eps = np.logspace(lo, hi, int(np.ceil((hi - lo) * cfg.per_decade)) + 1)
@@ -133,7 +136,7 @@ def _chunk(cfg: DimensionConfig, case: str, d: int, seed: int) -> pd.DataFrame:
         gd_width_10x_predicted=gd_predicted_width(problem, 10.0),
         a_star_over_a0=float(np.sqrt(problem.u_norm_H2) / abs(a0)),
         kappa_star=theory.kappa_star(problem),
-        law_best_steps=np.log(1 / cfg.tol) / (-2 * np.log(float(wide.best_rate))),
+        law_best_steps=float(wide.best_steps),
         **law,
     )
 

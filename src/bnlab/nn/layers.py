@@ -21,9 +21,10 @@ networks; benchmarks/nn_sweep.py --clock cpu).
 A conv -> dense flatten is the strided view (B, N*C, H, W) -> (N, C*H*W, B), read by the batched matmul as a
 transposed operand without a copy; its input gradient is copied once back into the conv layout.
 Parameters keep torch.nn's per-network shapes behind the model axis: Linear (N, out, in), Conv2d
-(N, out, in, k, k), BN (N, C). On the CPU a conv block's BN, ReLU and pooling run as one fused pass instead of
-these layers (``bnlab.nn.fused``, called by ``BatchedNet.forward``); the layers here are its reference and the
-path everywhere else (CUDA, second derivatives).
+(N, out, in, k, k), BN (N, C). On the CPU (``BatchedNet.fast_cpu``) a conv block's BN, ReLU and pooling run as one
+fused pass instead of these layers (``bnlab.nn.fused``) and 5x5 convolutions with enough channels by DFT
+(``bnlab.nn.fftconv``); torch's own ops here are their reference and the path everywhere else (CUDA, second
+derivatives).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from bnlab.nn.fftconv import conv2d_same, fft_pays
 
 
 class BatchedLinear(nn.Module):
@@ -63,9 +66,13 @@ class BatchedConv2d(nn.Module):
         self.weight = nn.Parameter(torch.empty(n, c_out, c_in, k, k))
         self.bias = nn.Parameter(torch.empty(n, c_out))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fast_cpu: bool = False) -> torch.Tensor:
+        """``fast_cpu``: where ``fftconv.fft_pays`` for this layer's shape (M1's 5x5 conv2), convolve by
+        per-frequency GEMMs (``fftconv.conv2d_same``: the same convolution in fewer FLOPs, once differentiable)."""
         w = self.weight.reshape(-1, self.c_in, self.k, self.k)
         groups = 1 if x.shape[1] == self.c_in else self.n  # n == 1 makes both readings the same computation
+        if fast_cpu and fft_pays(self.c_in, self.c_out, x.shape[2], x.shape[3], self.k, x.dtype):
+            return conv2d_same(x, w, self.bias.reshape(-1), groups=groups)
         return F.conv2d(x, w, self.bias.reshape(-1), padding=self.k // 2, groups=groups)
 
 

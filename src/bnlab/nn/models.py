@@ -151,7 +151,9 @@ class BatchedNet(nn.Module):
         shape = tuple(input_shape) if input_shape is not None else None
         self.spec, self.input_shape, self.num_classes, self.n = spec, shape, num_classes, n
         self.tails: dict[int, int] = {}
-        self.fused = True  # False runs every layer by itself (twice differentiable: nn.sharpness needs that)
+        # CPU kernels (fused conv-block tails, DFT convolutions) where they pay; False runs torch's own op for every
+        # layer: twice differentiable (nn.sharpness needs that) and the reference the kernels are tested against
+        self.fast_cpu = True
         if layers is not None:
             self.ops = None
             self.layers = nn.ModuleList(layers)
@@ -184,7 +186,8 @@ class BatchedNet(nn.Module):
             raise BnlabError(f"input shape {tuple(x.shape[1:])} does not match the model's {self.input_shape}")
         i = 0
         while i < len(self.layers):
-            span = self.tails.get(i, 0) if self.fused and fusable(x) else 0
+            fast = self.fast_cpu and fusable(x)
+            span = self.tails.get(i, 0) if fast else 0
             if span == 3:
                 bn = self.layers[i]
                 x = bn_relu_pool(
@@ -193,6 +196,8 @@ class BatchedNet(nn.Module):
                 )  # fmt: skip
             elif span == 2:
                 x = relu_pool(x)
+            elif fast and isinstance(self.layers[i], BatchedConv2d):
+                x = self.layers[i](x, fast_cpu=True)
             else:
                 x = self.layers[i](x)
             i += span or 1
@@ -229,7 +234,7 @@ class BatchedNet(nn.Module):
         sub = type(self)(self.spec, self.input_shape, self.num_classes, len(index))
         p0 = next(self.parameters())
         sub.to(device=p0.device, dtype=p0.dtype).train(self.training)
-        sub.fused = self.fused
+        sub.fast_cpu = self.fast_cpu
         with torch.no_grad():
             for mine, theirs in zip(self.state_dict().values(), sub.state_dict().values(), strict=True):
                 theirs.copy_(mine.index_select(0, index))

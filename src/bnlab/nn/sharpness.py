@@ -71,9 +71,9 @@ def sphere_sharpness(
     loss is L; ``iters`` Lanczos steps (exact once it reaches the layer's size). The parameters and BN running
     statistics are left as they were."""
     buffers = [b.detach().clone() for b in net.buffers()]
-    was_training, was_fused = net.training, getattr(net, "fused", False)
+    was_training, was_fast = net.training, getattr(net, "fast_cpu", False)
     net.train()
-    net.fused = False  # the fused conv-block tail has no second derivative; H v needs one
+    net.fast_cpu = False  # the CPU kernels have no second derivative; H v needs one
     weights = [net.layers[i].weight for i in layers]
     try:
         total = sum(network_losses(net(x), y, loss).sum() for x, y in batches) / len(batches)
@@ -89,7 +89,7 @@ def sphere_sharpness(
             for b, saved in zip(net.buffers(), buffers, strict=True):
                 b.copy_(saved)
         net.train(was_training)
-        net.fused = was_fused
+        net.fast_cpu = was_fast
 
 
 def _lanczos(w: torch.Tensor, g: torch.Tensor, steps: int, gen: torch.Generator) -> torch.Tensor:

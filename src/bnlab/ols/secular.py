@@ -19,6 +19,44 @@ import numba
 import numpy as np
 
 
+def deflation_groups(lam: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How ``diag(lam) - z z^T / rho`` (lam descending) deflates: ``(zero, group)``.
+
+    ``zero`` marks the coordinates with ``|z_i| <= 8 eps ||z||`` (u orthogonal to that eigenvector of H: ``lam_i``
+    is an eigenvalue outright; dropping such a z_i moves the eigenvalues by at most ``8 eps lambda_max``, a dense
+    solver's accuracy). ``group`` numbers the runs of equal eigenvalues among the other coordinates (0, 1, ...,
+    descending; a new group starts where lam drops by more than round-off): a group of m members keeps its
+    eigenvalue m - 1 times, on the part of its eigenspace orthogonal to z there. ``group`` is -1 on ``zero``.
+    """
+    zero = np.abs(z) <= 8 * np.finfo(np.float64).eps * np.linalg.norm(z)
+    lam_r = lam[~zero]
+    new_group = np.r_[True, lam_r[:-1] - lam_r[1:] > 4 * np.finfo(np.float64).eps * lam_r[:-1]]
+    group = np.full(lam.shape, -1)
+    group[~zero] = np.cumsum(new_group) - 1
+    return zero, group
+
+
+def deflate(lam: np.ndarray, z: np.ndarray, rho: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split ``diag(lam) - z z^T / rho`` into eigenvalues known outright and a reduced secular problem.
+
+    - ``z_i = 0`` (u orthogonal to an eigenvector of H, e.g. a sparse u with H diagonal): ``lam_i`` is an
+      eigenvalue of H* and its pole must leave the secular equation (kept, the root found between it and
+      its neighbour would be the pole itself). ``|z_i| <= 8 eps ||z||`` counts as zero: dropping it moves
+      the eigenvalues by at most ``8 eps ||z||^2 / rho <= 8 eps lambda_max``, a dense solver's accuracy.
+    - a repeated eigenvalue (spiked spectra): a rotation inside its eigenspace puts all of z's weight
+      there on one coordinate, ``sqrt(sum z_i^2)``, so ``lam`` stays an eigenvalue (multiplicity - 1).
+
+    Returns ``(fixed eigenvalues, distinct poles descending, weights z^2 / rho > 0)``.
+    """
+    zero, group = deflation_groups(lam, z)
+    fixed = [lam[zero]]
+    group, w_r = group[~zero], z[~zero] ** 2 / rho
+    poles = lam[~zero][np.r_[True, group[1:] != group[:-1]]]
+    weights = np.bincount(group, weights=w_r, minlength=len(poles))
+    fixed.append(np.repeat(poles, np.bincount(group) - 1))
+    return np.concatenate(fixed), poles, weights
+
+
 @numba.njit(cache=True)
 def _f(offsets: np.ndarray, weights: np.ndarray, t: float) -> float:
     s = 0.0

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from bnlab.errors import BnlabError
+from bnlab.ols.flanks import EffectiveStepCurve, fewest_steps, flank_constant
 from bnlab.ols.problem import Problem
-from bnlab.ols.secular import secular_root, secular_roots
+from bnlab.ols.secular import deflate, secular_root, secular_roots
 
 # Up to this dimension H*'s spectrum comes from a dense eigensolver; beyond it, from the secular equation
 # (compiled, O(d^2): 5x faster than the dense solver at d = 1000). Its extremes come from the secular equation at
@@ -61,7 +62,7 @@ def effective_eigvals(problem: Problem) -> np.ndarray:
 
     In H's eigenbasis ``H* = diag(lambda) - z z^T / rho`` with ``z = lambda * u`` and ``rho = u^T H u``; a
     rank-one downdate whose eigenvalues interlace with lambda. Up to d = 64 a dense eigensolver gives them;
-    beyond, the problem is deflated (:func:`_deflate`) and the rest solve the secular equation
+    beyond, the problem is deflated (:func:`bnlab.ols.secular.deflate`) and the rest solve the secular equation
     ``1 = sum_i z_i^2 / (rho (lambda_i - mu))``, one root between consecutive poles; the remaining
     eigenvalue is 0 (``H* u = 0``).
     """
@@ -71,33 +72,9 @@ def effective_eigvals(problem: Problem) -> np.ndarray:
     if problem.d <= _DENSE_MAX_D:
         mu = np.linalg.eigvalsh(np.diag(lam) - np.outer(z, z) / rho)[::-1]
         return mu[:-1]
-    fixed, poles, weights = _deflate(lam, z, rho)
+    fixed, poles, weights = deflate(lam, z, rho)
     roots = secular_roots(poles, weights) if len(poles) > 1 else np.empty(0)
     return np.sort(np.r_[fixed, roots])[::-1].copy()
-
-
-def _deflate(lam: np.ndarray, z: np.ndarray, rho: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Split ``diag(lam) - z z^T / rho`` into eigenvalues known outright and a reduced secular problem.
-
-    - ``z_i = 0`` (u orthogonal to an eigenvector of H, e.g. a sparse u with H diagonal): ``lam_i`` is an
-      eigenvalue of H* and its pole must leave the secular equation (kept, the root found between it and
-      its neighbour would be the pole itself). ``|z_i| <= 8 eps ||z||`` counts as zero: dropping it moves
-      the eigenvalues by at most ``8 eps ||z||^2 / rho <= 8 eps lambda_max``, a dense solver's accuracy.
-    - a repeated eigenvalue (spiked spectra): a rotation inside its eigenspace puts all of z's weight
-      there on one coordinate, ``sqrt(sum z_i^2)``, so ``lam`` stays an eigenvalue (multiplicity - 1).
-
-    Returns ``(fixed eigenvalues, distinct poles descending, weights z^2 / rho > 0)``.
-    """
-    zero = np.abs(z) <= 8 * np.finfo(np.float64).eps * np.linalg.norm(z)
-    fixed = [lam[zero]]
-    lam_r, w_r = lam[~zero], z[~zero] ** 2 / rho
-    # Groups of equal eigenvalues (lam descending): a new group starts where lam drops by more than round-off.
-    new_group = np.r_[True, lam_r[:-1] - lam_r[1:] > 4 * np.finfo(np.float64).eps * lam_r[:-1]]
-    group = np.cumsum(new_group) - 1
-    poles = lam_r[new_group]
-    weights = np.bincount(group, weights=w_r, minlength=len(poles))
-    fixed.append(np.repeat(poles, np.bincount(group) - 1))
-    return np.concatenate(fixed), poles, weights
 
 
 def effective_extremes(problem: Problem) -> tuple[float, float]:
@@ -105,7 +82,7 @@ def effective_extremes(problem: Problem) -> tuple[float, float]:
     outer roots of the secular equation (:func:`effective_eigvals`), O(d) where a dense solver is O(d^3)."""
     if problem.d < 2:
         raise BnlabError("H* has no non-zero eigenvalue when d = 1")
-    fixed, poles, weights = _deflate(problem.eigvals, problem.eigvals * problem.u_eig, problem.u_norm_H2)
+    fixed, poles, weights = deflate(problem.eigvals, problem.eigvals * problem.u_eig, problem.u_norm_H2)
     ends = [secular_root(poles, weights, 0), secular_root(poles, weights, len(poles) - 2)] if len(poles) > 1 else []
     candidates = np.r_[fixed, ends]
     return float(candidates.max()), float(candidates.min())
@@ -156,10 +133,11 @@ class WindowLaw:
 
     ``eps_lo`` and ``eps_hi`` are the eps at which the limit effective step equals ``eps_hat_opt`` on the
     small-eps flank (w does not grow) and on the large-eps flank (the first step sets ``||w||``); ``flank`` is
-    ``s = eps_hat_opt / eps_hat_F`` (``F`` for large kappa*). ``lower`` and ``upper`` are the window's ends,
-    ``[eps_lo / s, s eps_hi]`` when the window is wide and inside that when the two flanks meet
+    ``s = eps_hat_opt / eps_hat_F`` (``F`` for large kappa*). ``lower`` and ``upper`` are the window's ends: where
+    the law's step count is F times its fewest, ``[eps_lo / s, s eps_hi]`` when the window is wide and both flanks
+    start aligned, inside that when the two flanks meet, and moved by what each flank's start direction costs
     (:func:`window_law`); ``width`` is its length in decades. ``best_rate`` is ``rho*`` at the best effective step
-    the run reaches, so the law's fewest steps to a tolerance are ``log(1/tol) / -log best_rate^2``.
+    the run reaches; ``best_steps`` the law's fewest steps to ``tol`` (NaN without it).
     """
 
     eps_lo: np.ndarray
@@ -169,13 +147,16 @@ class WindowLaw:
     lower: np.ndarray
     upper: np.ndarray
     best_rate: np.ndarray
+    best_steps: np.ndarray  # the law's fewest steps to tol (held over ``sustain`` decades); NaN without tol
 
     @property
     def width(self) -> np.ndarray:
         return np.log10(self.upper / self.lower)
 
 
-def window_law(problem: Problem, w0, a0=1.0, factor: float = 10.0, tol: float | None = None) -> WindowLaw:
+def window_law(
+    problem: Problem, w0, a0=1.0, factor: float = 10.0, tol: float | None = None, sustain: float = 0.0
+) -> WindowLaw:
     """The window law of BNGD with ``eps_a = 1`` and tolerance-based step counts (SPEC section 2b).
 
     At the limit w is parallel to u, so ``||w_inf||_H = ||w_inf|| a* / ||u||`` with ``a* = ||u||_H`` and the
@@ -190,32 +171,42 @@ def window_law(problem: Problem, w0, a0=1.0, factor: float = 10.0, tol: float | 
       edge), ``eps_hat_inf = ||u||^2 / (eps G^2)``, which is ``eps_hat_opt`` at
       ``eps_hi = ||u||^2 / (eps_hat_opt G^2)``.
 
-    Past the transient the steps to a tolerance are ``log(1/tol) / -log rho*(eps_hat)^2``, and for
-    ``eps_hat <= eps_hat_opt`` ``rho* = 1 - eps_hat lambda*_min``: they grow like ``1 / eps_hat`` on both flanks.
-    The fewest are at ``eps_hat_b = min(eps_hat_opt, eps_hat_max)``, where ``eps_hat_max = ||u||^2 / (2 G
-    ||w0||)`` is the most the formula above reaches (at ``eps = ||w0|| / G``): when ``a*/a0`` is small the flanks
-    meet before ``eps_hat_inf`` gets to ``eps_hat_opt`` (``eps_lo ~ eps_hi``, e.g. a standardised target with
-    ``a0 = 1``), the best is slower, and F times it reaches further out. They are F times the best at
-    ``eps_hat_F``, ``-log rho*(eps_hat_F) = -log rho*(eps_hat_b) / F``, i.e.
-    ``eps_hat_F = (1 - rho_b^(1/F)) / lambda*_min``; the ends are the two roots of
-    ``eps_hat_inf(eps) = eps_hat_F``. When ``eps_lo << eps_hi`` they are ``[eps_lo / s, s eps_hi]`` with
-    ``s = eps_hat_opt / eps_hat_F`` (``F`` for large kappa*). ``||w0||`` cancels from the width (it multiplies
-    ``eps_lo`` by ``||w0||^2`` and ``G^2`` by ``||w0||^-2``): it shifts the window and does not widen it.
-    ``a0 = 0`` leaves w where it is for one step; the second step, with ``a_1 = w0^T g / ||w0||_H``, then plays
-    the first one's role.
+    The steps to a tolerance are ``N = 1 + L / -log rho*(eps_hat_inf)^2`` (the first step only sets
+    ``a_1 = p_0`` and, past eps_hi, ``||w||``), and for ``eps_hat <= eps_hat_opt`` ``rho* = 1 - eps_hat
+    lambda*_min``: they grow like ``1 / eps_hat`` on both flanks. Between the flanks
+    ``eps_hat_inf`` settles at ``eps_hat_b = min(eps_hat_opt, eps_hat_max)`` (``eps_hat_max = ||u||^2 / (2 G
+    ||w0||)``, the most the formula above reaches, at ``eps = ||w0|| / G``: when ``a*/a0`` is small the flanks
+    meet before ``eps_hat_inf`` gets to ``eps_hat_opt``, e.g. a standardised target with ``a0 = 1``, and the best
+    is slower). ``L`` is the flank's start direction's cost (:mod:`bnlab.ols.flanks`): ``L_0`` from w0 on the
+    small-eps flank and between the flanks, ``L_1`` from the first step's direction ``-grad_w J(a0, w0)`` from
+    where ``eps_hat_inf`` falls back under ``eps_hat_b`` on the large-eps side (``eps_1``, the upper root of
+    ``eps_hat_inf(eps) = eps_hat_b``). Without ``tol`` both are ``ln(1/tol)``: the whole gap in the slowest mode,
+    w aligned from the start. With it, ``L = T + J``: T counts the tail from the share of the gap each mode
+    holds once w is aligned (the first large step leaves the deflated modes of H*, the bulk of a spiked spectrum,
+    only w0's remnant, and the rest decays at the faster ``mu_rest``), J the steps the turn towards u takes
+    before the effective step reaches its limit (``~ (lambda*_min / R) ln(1 / cos^2)`` of the start's
+    H-angle to u, R the Rayleigh quotient of H along the turn).
 
-    With ``tol`` (steps counted to ``gap <= tol gap_0``), the upper end also counts what the first step buys:
-    for large eps it puts w along ``-grad_w J(a0, w0)``, leaving the direction part of the gap at
-    ``r = ||e_1||_H^2 / ||e_0||_H^2`` (``e = u - (w^T g / ||w||_H^2) w``), so the flank needs
-    ``log(r / tol) / log(1 / tol)`` of the steps and the upper end moves out by the inverse of that. It matters
-    where H is near isotropic (the gradient then points close to u: small d on spiked spectra).
+    The fewest steps are ``N_b = 1 + min(L_0, L_1) / -log rho*(eps_hat_b)^2`` (``L_1``: at ``eps_1``, the upper
+    band's first eps), or with ``sustain`` > 0 the lowest level held over ``sustain`` decades of eps (as
+    :func:`bnlab.experiments.windows.lr_window` measures it with ``sustain`` grid points: ``(n - 1) /
+    per_decade`` decades). The ends are where ``N = F N_b``: ``eps_hat_F = (1 - exp(-L / (2 (F N_b - 1)))) /
+    lambda*_min`` with the flank's ``L``, the lower end the lower root of ``eps_hat_inf(eps) = eps_hat_F``
+    (``eps_1`` where even the plateau between the flanks is over ``F N_b``), the upper end the upper root. With
+    ``L_0 = L_1`` and ``eps_lo << eps_hi`` that is ``[eps_lo / s, s eps_hi]`` with ``s = eps_hat_opt /
+    eps_hat_F`` (``F`` for large kappa*). ``||w0||`` cancels from the width (it multiplies ``eps_lo`` by
+    ``||w0||^2`` and ``G^2`` by ``||w0||^-2``; L depends on directions only): it shifts the window. ``a0 = 0``
+    leaves w where it is for one step; the second step, with ``a_1 = w0^T g / ||w0||_H``, then plays the first
+    one's role.
 
     Args:
         problem: the least-squares problem.
         w0: initial weights, ``(d,)`` or a batch ``(B, d)``, in the original coordinates.
         a0: initial BN scale(s), scalar or ``(B,)``.
         factor: F > 1.
-        tol: the tolerance the steps are counted to, or None to leave out the first step's gain.
+        tol: the tolerance the steps are counted to (``gap <= tol gap_0``), or None to leave out what the start
+            directions cost (``L_0 = L_1``).
+        sustain: decades of eps over which the fewest steps must be held (0: the minimum).
     Returns:
         :class:`WindowLaw` with ``(B,)`` arrays (0-d for a single ``w0`` and scalar ``a0``).
     """
@@ -223,6 +214,8 @@ def window_law(problem: Problem, w0, a0=1.0, factor: float = 10.0, tol: float | 
         raise BnlabError(f"factor must be > 1, got {factor}")
     if tol is not None and not 0 < tol < 1:
         raise BnlabError(f"tol must be in (0, 1), got {tol}")
+    if not sustain >= 0:
+        raise BnlabError(f"sustain must be >= 0 decades, got {sustain}")
     single = np.ndim(w0) == 1 and np.ndim(a0) == 0
     w = problem.to_eig(np.atleast_2d(np.asarray(w0, dtype=np.float64)))
     lam, g = problem.eigvals, problem.g_eig
@@ -238,23 +231,29 @@ def window_law(problem: Problem, w0, a0=1.0, factor: float = 10.0, tol: float | 
     # eps_hat_inf per unit eps when ||w_inf|| = ||w0|| (A), and times eps when ||w_inf|| = eps G (B).
     slope_small = effective_step_size(1.0, a_star, np.linalg.norm(w, axis=1) * a_star / u_norm)
     slope_large = effective_step_size(1.0, a_star, np.linalg.norm(grad, axis=1) * a_star / u_norm)
+    curve = EffectiveStepCurve(slope_small, slope_large)
     eps_lo, eps_hi = eh_opt / slope_small, slope_large / eh_opt
-    # The best effective step reached, and the one F times slower (rho* = 1 - eps_hat lambda*_min up to eh_opt).
     eh_best = np.minimum(eh_opt, 0.5 * np.sqrt(slope_small * slope_large))
-    eh_f = -np.expm1(np.log1p(-eh_best * lo) / factor) / lo
-    # Roots of eps / (1/A + eps^2/B) = eh_F: eps = B/(2 eh_F) (1 -+ sqrt(1 - x)), x = 4 eh_F^2 / (A B) < 1.
-    root = np.sqrt(np.clip(1 - 4 * eh_f**2 / (slope_small * slope_large), 0.0, None))
-    lower = 2 * eh_f / slope_small / (1 + root)
-    upper = slope_large / (2 * eh_f) * (1 + root)
-    if tol is not None:
-        kept = _direction_gap(problem, grad) / _direction_gap(problem, w)
-        gain = np.log(1 / tol) / np.maximum(np.log(kept / tol), np.finfo(np.float64).tiny)
-        eps_hi, upper = eps_hi * gain, upper * gain
+    if tol is None:  # counts in units of log(1/tol): the first step, one whole step, is left out with tol
+        l_small, l_large, first = np.ones(len(w)), np.ones(len(w)), 0.0
+    else:
+        e0 = _direction_gap(problem, w)
+        l_small, l_large = (flank_constant(problem, start, e0, tol, lo) for start in (w, grad))
+        first = 1.0
+    best = fewest_steps(curve, eh_best, l_small, l_large, lo, sustain, first)
+    # Where each flank's count is F times the best (the plateau and the upper band's start where it never is).
+    eh_f_small, eh_f_large = (-np.expm1(-ell / (2 * (factor * best - first))) / lo for ell in (l_small, l_large))
+    start_1 = curve.upper_root(eh_best)
+    lower = np.where(eh_f_small <= eh_best, curve.lower_root(np.minimum(eh_f_small, eh_best)), start_1)
+    upper = np.where(eh_f_large <= eh_best, curve.upper_root(np.minimum(eh_f_large, eh_best)), start_1)
     rho_opt = 1 - eh_opt * lo
     flank = eh_opt * lo / -np.expm1(np.log(rho_opt) / factor) if rho_opt > 0 else factor
     best_rate = 1 - eh_best * lo
+    best_steps = best if tol is not None else np.full(len(w), np.nan)
+    out = (eps_lo, eps_hi, lower, upper, best_rate, best_steps)
     if single:
-        eps_lo, eps_hi, lower, upper, best_rate = eps_lo[0], eps_hi[0], lower[0], upper[0], best_rate[0]
+        out = tuple(x[0] for x in out)
+    eps_lo, eps_hi, lower, upper, best_rate, best_steps = out
     return WindowLaw(
         eps_lo=eps_lo,
         eps_hi=eps_hi,
@@ -263,6 +262,7 @@ def window_law(problem: Problem, w0, a0=1.0, factor: float = 10.0, tol: float | 
         lower=lower,
         upper=upper,
         best_rate=best_rate,
+        best_steps=best_steps,
     )
 
 
