@@ -15,7 +15,7 @@ N, B = 3, 7
 @pytest.mark.parametrize(("kind", "bn", "shape"), [("M5", True, (20,)), ("M5", False, (20,)), ("M3", True, (1, 8, 8))])
 def test_dense_activations_and_their_gradients_are_contiguous(kind, bn, shape):
     net = init_batched(ModelSpec(kind, bn=bn, hidden=6), shape, 4, list(range(N)), dtype=torch.float64)
-    net.fused = False  # every layer by itself, so each output seen below is one layer's
+    net.fast_cpu = False  # every layer by itself, so each output seen below is one layer's
     dense, grads = [], []
 
     def watch(layer, inputs, out):
