@@ -300,3 +300,36 @@ def test_dimension_names_the_windows_that_are_transient_bands():
     assert "d=10 seed 0: fewest 36 steps vs the law's 32374, span 0.81 vs 5.63" in named
     assert "seed 1" not in named and "d=100" not in named
     assert _transient_bands(runs.iloc[1:]) == ""
+
+
+def test_dimension_law_ends_name_a_count_that_drifts_along_eps():
+    """Measured steps 40 max(1, 1/eps, eps/100) (a 10x window [0.1, 1000]) against a law whose fewest count is
+    right (40) but whose ends sit 0.25 decade inside: the measured steps at the law's ends are 10^0.75 x 40 =
+    225, 0.56 of its count there (400), so log10(r_best / r_end) puts each end 0.25 out, as measured; the law's
+    eps_hat_inf, 1.2x the measured where the flanks meet and right on the flanks, is read at the fewest and at the
+    ends. A law off by one factor along eps (ends moved as much as its fewest) is not said to drift."""
+    import pandas as pd
+
+    from bnlab.experiments.dimension import _count_drift
+
+    eps = np.logspace(-2, 4, 37)
+    eh = 0.5 / (1 / eps + eps / 100)
+    steps = pd.DataFrame(
+        {"method": "bngd", "case": "fixed", "d": 10, "seed": 0, "eps": eps,
+         "steps_to_tol": 40 * np.maximum(1.0, np.maximum(1 / eps, eps / 100)),
+         "eff_step_inf": eh, "eff_step_law": eh * np.where(np.abs(np.log10(eps) - 1) < 0.5, 1.2, 1.0)}
+    )  # fmt: skip
+    run = {"case": "fixed", "d": 10, "seed": 0, "level_steps": 40.0, "best_eps": 10.0, "lo_10x": 0.1}
+    drift = pd.DataFrame(
+        [{**run, "hi_10x": 1e3, "law_best_steps": 40.0, "law_lower_10x": 10**-0.75, "law_upper_10x": 10**2.75}]
+    )
+    named = _count_drift(drift, steps)
+    assert "d=10 seed 0: r_best 1.00, r_end 0.56/0.56, so the ends 0.25/0.25 out" in named
+    assert "the law's eps_hat_inf x1.20 the measured at the fewest, x1.00/x1.00 at its ends" in named
+    assert "over-counts its ends more than its fewest" in named
+    # Counted 2x over at its fewest (20 where 40 are measured) and at its ends alike: no drift named.
+    alike = drift.assign(law_best_steps=20.0, law_lower_10x=0.1, law_upper_10x=1e3)
+    same = _count_drift(alike, steps)
+    assert "r_best 2.00, r_end 2.00/2.00, so the ends 0.00/0.00 out" in same and "over-counts" not in same
+    assert "the measured at the fewest" not in _count_drift(drift, steps.drop(columns=["eff_step_inf", "eff_step_law"]))
+    assert _count_drift(drift.iloc[:0], steps) == ""
