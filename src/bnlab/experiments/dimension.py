@@ -299,14 +299,14 @@ def _count_drift(runs: pd.DataFrame, steps: pd.DataFrame, factor: float = 10.0) 
     moves both windows alike), not a count that is off by more at the ends than at the fewest.
 
     Measured on Marchenko-Pastur, sparse u, case (a) (per-seed windows at 6 and 48 grid points per decade agree
-    within 0.03 decade: not the grid): on the flanks the law's ``eps_hat_inf`` is right (within 2%) and its
-    count over-counts at every d (``r_end`` 0.52-0.72 at d = 10 .. 1000): ``L`` puts the whole direction gap in
-    the ``lambda*_min`` mode, which once w is aligned holds 1e-3 .. 4e-3 of it at d = 10 (``ln(s / tol) / ln(1 /
-    tol)`` = 0.50-0.60). At the fewest (29-37 steps, where the flanks meet) ``||w||^2`` keeps growing after the
-    first step, which the law leaves out: its ``eps_hat_inf`` is 1.18-1.25x the measured at d = 10 (1.09-1.12x
-    at d = 100, 1000), and the count at the measured one is 0.77-0.80 of the steps (0.54-0.66 at d >= 100), so
-    ``r_best`` = 1.04-1.06 at d = 10 (seeds 1, 2) against 0.69-0.80 at d >= 100: the ends lie 0.23-0.28 decade
-    out at d = 10, within 0.1 at d >= 100."""
+    within 0.03 decade: not the grid): on the flanks the law's ``eps_hat_inf`` is right (within 2%) and its count
+    over-counts at every d (``r_end`` 0.56-0.80 at d = 10, 0.58-0.75 at d = 100): ``L`` puts the whole direction
+    gap in the ``lambda*_min`` mode, which once w is aligned holds 1e-3 .. 4e-3 of it on the d = 10 flanks where
+    ``r_end`` < 0.65 (``ln(s / tol) / ln(1 / tol)`` = 0.50-0.60). At the fewest (29-37 steps, where the flanks
+    meet) ``||w||^2`` keeps growing after the first step, which the law leaves out: its ``eps_hat_inf`` is
+    1.18-1.25x the measured at d = 10 (1.09-1.12x at d = 100, 1000), and the steps are 0.76-0.80 of its count at
+    the measured one (0.54-0.66 at d >= 100), so ``r_best`` = 1.04-1.06 at d = 10 (seeds 1, 2) against 0.67-0.80
+    at d >= 100: the ends lie 0.23-0.28 decade out at d = 10, within 0.1 at d >= 100 (docs/problems.md)."""
     if runs.empty:
         return ""
     has_eh = "eff_step_inf" in steps  # stores written before the column: the step counts alone
