@@ -32,7 +32,7 @@ import torch
 _FAST = {"reassoc", "contract", "nsz"}
 
 
-@numba.njit(parallel=True, cache=True, fastmath=_FAST)
+@numba.njit(parallel=True, cache=True, fastmath=_FAST, nogil=True)
 def _forward(z, gamma, beta, mean, var, eps, training, out, arg):  # pragma: no cover - compiled
     """Fill ``out`` (B, C, H//2, W//2) and the window offsets ``arg`` (0..3, row-major); in training mode also
     write each channel's batch mean and biased variance into ``mean`` and ``var`` (two passes, float64 sums)."""
@@ -79,7 +79,7 @@ def _forward(z, gamma, beta, mean, var, eps, training, out, arg):  # pragma: no 
                     arg[b, c, i, j] = k
 
 
-@numba.njit(parallel=True, cache=True, fastmath=_FAST)
+@numba.njit(parallel=True, cache=True, fastmath=_FAST, nogil=True)
 def _backward(z, gamma, mean, var, eps, training, out, arg, grad, dz, dgamma, dbeta):  # pragma: no cover
     nb, nc, nh, nw = z.shape
     ho, wo = nh // 2, nw // 2
