@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils import skip_init
 
 from bnlab.errors import BnlabError
 from bnlab.nn.fused import bn_relu_pool, fusable, relu_pool
@@ -110,10 +111,10 @@ def reference_module(
     spatial = False  # BN after a conv normalises per channel over (B, H, W): BatchNorm2d; after flatten, 1d
     for op in architecture(spec, input_shape, num_classes):
         if op[0] == "linear":
-            layer = nn.Linear(op[1], op[2])
+            layer = skip_init(nn.Linear, op[1], op[2])  # no default draw: ours follows (a third of init's time)
             torch_default_init_(layer.weight, layer.bias, op[1], gen)
         elif op[0] == "conv":
-            layer = nn.Conv2d(op[1], op[2], op[3], padding=op[3] // 2)
+            layer = skip_init(nn.Conv2d, op[1], op[2], op[3], padding=op[3] // 2)
             torch_default_init_(layer.weight, layer.bias, op[1] * op[3] * op[3], gen)
         elif op[0] == "bn":
             layer = nn.BatchNorm2d(op[1]) if spatial else nn.BatchNorm1d(op[1])
