@@ -381,6 +381,7 @@ def test_fuzz_random_bytes_as_matrix_and_dataset_files(capsys, tmp_path):
 
 
 def test_a_real_ctrl_c_keeps_finished_chunks_and_says_how_to_resume(tmp_path):
+    import functools
     import signal
     import time
 
@@ -389,7 +390,10 @@ def test_a_real_ctrl_c_keeps_finished_chunks_and_says_how_to_resume(tmp_path):
     # least-squares run made of many tiny chunks finished before the signal arrived once its loops got faster.)
     args = [sys.executable, "-m", "bnlab.cli", "run", "nn-lr", "--profile", "quick", "--out", str(out)]
     args += ["--no-progress"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background jobs with SIGINT ignored, and an ignored SIGINT is inherited
+    # and kept by Python: give the child the default disposition, so that it turns the signal into Ctrl-C.
+    restore = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=restore)
     deadline = time.time() + 120
     while time.time() < deadline and not list(out.glob("chunks/*.parquet")):
         time.sleep(0.05)
