@@ -42,10 +42,33 @@ says where it wins. float64: F.conv2d has no fast path there (~30 GFLOP/s); this
 from __future__ import annotations
 
 import functools
+import math
+import threading
 from typing import NamedTuple
 
 import numpy as np
 import torch
+
+
+class _Workspace(threading.local):
+    """Scratch buffers for the intermediates that do not outlive a call (each transform's middle step, the
+    mixing products, g's spectrum): one flat buffer per role and dtype, grown to the largest size asked for and
+    kept by the thread. Why: allocated fresh, these 3-7 MB tensors were page-faulted in again on most calls
+    (glibc returns large freed blocks to the kernel), 1-2 ms of system time per M1 conv2 pass (measured)."""
+
+    def __init__(self) -> None:
+        self.bufs: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+    def get(self, role: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """A (shape, dtype) view of the ``role`` buffer, uninitialised; valid until ``role`` is asked for again."""
+        n = math.prod(shape)
+        buf = self.bufs.get((role, dtype))
+        if buf is None or buf.numel() < n:
+            buf = self.bufs[(role, dtype)] = torch.empty(n, dtype=dtype)
+        return buf[:n].view(shape)
+
+
+_WORKSPACE = _Workspace()
 
 
 class _Plan(NamedTuple):
@@ -106,17 +129,19 @@ def _plan(h: int, w: int, k: int, dtype: torch.dtype) -> _Plan:
     return _Plan(*(torch.from_numpy(np.ascontiguousarray(m)).to(dtype) for m in mats), nh, kw, nh * nw)
 
 
-def _forward_dft(x: torch.Tensor, plan: _Plan) -> torch.Tensor:
-    """x (B, C, H, W) real -> X (2, F, B, C): X[0] real parts, X[1] imaginary, f = (u, v) row-major."""
+def _forward_dft(x: torch.Tensor, plan: _Plan, out: torch.Tensor | None = None) -> torch.Tensor:
+    """x (B, C, H, W) real -> X (2, F, B, C): X[0] real parts, X[1] imaginary, f = (u, v) row-major; written
+    into ``out`` when given, else into a new tensor."""
     nb, nc, h, w = x.shape
     nh, kw = plan.nh, plan.kw
     p_ = nb * nc
     # along W, one GEMM per row h: T[h] = dw (2 K_w, W) @ x[:, :, h, :]^T (W, P), read in place (strided view)
     xt = x.reshape(p_, h, w).permute(1, 2, 0)  # (H, W, P)
-    t = torch.matmul(plan.dw, xt)  # (H, 2 K_w, P) = rows (h, ri_T), cols (v, P)
+    t = torch.matmul(plan.dw, xt, out=_WORKSPACE.get("t", (h, 2 * kw, p_), x.dtype))  # rows (h, ri_T), cols (v, P)
     # along H, one GEMM: Z = dh (2 N_h, 2H) @ T (2H, K_w P)
-    z = torch.mm(plan.dh, t.view(2 * h, kw * p_))  # (2 N_h, K_w P) = (ri, u, v, b, c)
-    return z.view(2, nh * kw, nb, nc)
+    z = x.new_empty(2, nh * kw, nb, nc) if out is None else out
+    torch.mm(plan.dh, t.view(2 * h, kw * p_), out=z.view(2 * nh, kw * p_))  # (ri, u), (v, b, c)
+    return z
 
 
 def _inverse_dft(y: torch.Tensor, plan: _Plan, out: torch.Tensor) -> None:
@@ -125,7 +150,8 @@ def _inverse_dft(y: torch.Tensor, plan: _Plan, out: torch.Tensor) -> None:
     _, _, nb, no = y.shape
     h, w = out.shape[2:]
     p_ = nb * no
-    u = torch.mm(plan.ih, y.view(2 * plan.nh, plan.kw * p_))  # (2H, K_w P) = (h, ri_U, v, P)
+    u = _WORKSPACE.get("u", (2 * h, plan.kw * p_), y.dtype)
+    torch.mm(plan.ih, y.view(2 * plan.nh, plan.kw * p_), out=u)  # (2H, K_w P) = (h, ri_U, v, P)
     u = u.view(h, 2 * plan.kw, p_).transpose(1, 2)  # (H, P, 2 K_w)
     # along W: out[:, :, h, :] = U[h]^T (P, 2 K_w) @ iw (2 K_w, W), through a (P, H, W) view of a contiguous
     # output. matmul's copy into that view ran 3x faster than copy_ from a permuted (H, B, O, W) (measured).
@@ -152,12 +178,12 @@ def _weight_grad(mt: torch.Tensor, k: int, plan: _Plan) -> torch.Tensor:
 
 
 def _mix(a: torch.Tensor, b: torch.Tensor, conj_a: bool, conj_b: bool) -> torch.Tensor:
-    """Per-frequency complex product ``op(A_f) op(B_f)`` of split (2, F, m, n) tensors, op = conj optionally.
-    Operands may be transposed views (bmm reads them in place); four real batched GEMMs, the sums fused into the
-    GEMM's accumulation (baddbmm)."""
+    """Per-frequency complex product ``op(A_f) op(B_f)`` of split (2, F, m, n) tensors, op = conj optionally,
+    into the workspace (valid until the next call). Operands may be transposed views (bmm reads them in place);
+    four real batched GEMMs, the sums fused into the GEMM's accumulation (baddbmm)."""
     ar, ai, br, bi = a[0], a[1], b[0], b[1]
     sa, sb = (-1 if conj_a else 1), (-1 if conj_b else 1)
-    out = torch.empty(2, ar.shape[0], ar.shape[1], br.shape[2], dtype=a.dtype)
+    out = _WORKSPACE.get("mix", (2, ar.shape[0], ar.shape[1], br.shape[2]), a.dtype)
     re, im = out[0], out[1]
     torch.bmm(ar, br, out=re)  # re = ar br - (sa ai)(sb bi)
     re.baddbmm_(ai, bi, alpha=-sa * sb)
@@ -205,7 +231,8 @@ class _ConvSame(torch.autograd.Function):
             gx_parts = gx.chunk(groups, 1) if need_x else [None] * groups
             for i, (gg, gxg) in enumerate(zip(g.chunk(groups, 1), gx_parts, strict=True)):
                 xf, wct = saved[2 * i], saved[2 * i + 1]
-                gf = _forward_dft(gg.contiguous(), plan)  # (2, F, B, O)
+                gg = gg.contiguous()
+                gf = _forward_dft(gg, plan, _WORKSPACE.get("g", (2, xf.shape[1]) + gg.shape[:2], g.dtype))
                 if need_x:  # GX_f = G_f conj(Wc_f)^T = G_f conj(Wc^T_f)
                     _inverse_dft(_mix(gf, wct, False, True), plan, gxg)
                 if need_w:  # M_f^T = conj(G_f)^T X_f  (O, B) @ (B, C)
