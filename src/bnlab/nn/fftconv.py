@@ -155,7 +155,7 @@ def _inverse_dft(y: torch.Tensor, plan: _Plan, out: torch.Tensor) -> None:
     u = u.view(h, 2 * plan.kw, p_).transpose(1, 2)  # (H, P, 2 K_w)
     # along W: out[:, :, h, :] = U[h]^T (P, 2 K_w) @ iw (2 K_w, W), through a (P, H, W) view of a contiguous
     # output. matmul's copy into that view ran 3x faster than copy_ from a permuted (H, B, O, W) (measured).
-    dest = out if out.is_contiguous() else torch.empty(out.shape, dtype=out.dtype)
+    dest = out if out.is_contiguous() else _WORKSPACE.get("dest", tuple(out.shape), out.dtype)
     torch.matmul(u, plan.iw, out=dest.view(p_, h, w).transpose(0, 1))
     if dest is not out:
         out.copy_(dest)
@@ -192,6 +192,11 @@ def _mix(a: torch.Tensor, b: torch.Tensor, conj_a: bool, conj_b: bool) -> torch.
     return out
 
 
+def _packed(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself when contiguous, else a contiguous copy in the workspace (a group's channel slice)."""
+    return t if t.is_contiguous() else _WORKSPACE.get("in", tuple(t.shape), t.dtype).copy_(t)
+
+
 class _ConvSame(torch.autograd.Function):
     """One group at a time: x's and g's channel slices are copied contiguous and each group runs the whole
     pipeline. Why not all groups in one pass (transforms over every plane, per-group mixing): for 8 stacked M1
@@ -206,7 +211,7 @@ class _ConvSame(torch.autograd.Function):
         bias = b.chunk(groups) if b is not None else [None] * groups
         saved = []
         for xg, wg, bg, yg in zip(x.chunk(groups, 1), w.chunk(groups), bias, y.chunk(groups, 1), strict=True):
-            xf = _forward_dft(xg.contiguous(), plan)  # (2, F, B, C), kept for grad_w
+            xf = _forward_dft(_packed(xg), plan)  # (2, F, B, C), kept for grad_w
             wct = _weight_dft(wg.contiguous(), plan)  # (2, F, O, C)
             yf = _mix(xf, wct.transpose(2, 3), False, False)  # (2, F, B, O)
             if bg is not None:  # a constant over the whole circular plane is N_h N_w b at frequency 0 only
@@ -226,19 +231,21 @@ class _ConvSame(torch.autograd.Function):
         need_x, need_w, need_b, _ = ctx.needs_input_grad
         nc = saved[0].shape[3] * groups
         gx = g.new_empty(g.shape[0], nc, h, wd) if need_x else None
-        gws = []
+        gws, gbs = [], []
         if need_x or need_w:
             gx_parts = gx.chunk(groups, 1) if need_x else [None] * groups
             for i, (gg, gxg) in enumerate(zip(g.chunk(groups, 1), gx_parts, strict=True)):
                 xf, wct = saved[2 * i], saved[2 * i + 1]
-                gg = gg.contiguous()
-                gf = _forward_dft(gg, plan, _WORKSPACE.get("g", (2, xf.shape[1]) + gg.shape[:2], g.dtype))
+                gf = _WORKSPACE.get("g", (2, xf.shape[1]) + gg.shape[:2], g.dtype)
+                _forward_dft(_packed(gg), plan, gf)  # (2, F, B, O)
+                if need_b:  # G_0 = sum_{h,w} g: grad_b without another pass over g
+                    gbs.append(gf[0, 0].sum(0))
                 if need_x:  # GX_f = G_f conj(Wc_f)^T = G_f conj(Wc^T_f)
                     _inverse_dft(_mix(gf, wct, False, True), plan, gxg)
                 if need_w:  # M_f^T = conj(G_f)^T X_f  (O, B) @ (B, C)
                     gws.append(_weight_grad(_mix(gf.transpose(2, 3), xf, True, False), k, plan))
         gw = torch.cat(gws) if need_w else None
-        gb = g.sum((0, 2, 3)) if need_b else None
+        gb = (torch.cat(gbs) if gbs else g.sum((0, 2, 3))) if need_b else None
         return gx, gw, gb, None
 
 
