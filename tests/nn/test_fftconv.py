@@ -117,3 +117,39 @@ def test_fft_pays_rule():
     assert not fft_pays(1, 32, 28, 28, 5)
     assert not fft_pays(32, 64, 14, 14, 3)
     assert fft_pays(32, 64, 14, 14, 3, torch.float64)  # F.conv2d has no fast float64 path
+
+
+def test_interleaved_calls_share_the_workspace_safely():
+    """The per-thread scratch buffers are reused across calls and grown by larger shapes: two convolutions of
+    different shapes, both forwards before either backward, a larger one in between, still match F.conv2d."""
+    gen = torch.Generator().manual_seed(5)
+    shapes = [((3, 6, 4, 9, 9), 5, 2), ((2, 4, 8, 12, 10), 3, 1)]  # (x shape without C split), k, groups
+    xs, ws, bs, outs, refs = [], [], [], [], []
+    for (nb, ci, co, h, w), k, groups in shapes:
+        x = torch.randn(nb, ci, h, w, dtype=torch.float64, generator=gen, requires_grad=True)
+        wt = torch.randn(co, ci // groups, k, k, dtype=torch.float64, generator=gen, requires_grad=True)
+        b = torch.randn(co, dtype=torch.float64, generator=gen, requires_grad=True)
+        xs, ws, bs = xs + [x], ws + [wt], bs + [b]
+        outs.append(conv2d_same(x, wt, b, groups=groups))
+        refs.append(F.conv2d(x, wt, b, padding=k // 2, groups=groups))
+    big = torch.randn(4, 8, 20, 20, dtype=torch.float64, generator=gen)
+    conv2d_same(big, torch.randn(8, 8, 5, 5, dtype=torch.float64, generator=gen)).sum()  # grows every buffer
+    for x, wt, b, got, ref in reversed(list(zip(xs, ws, bs, outs, refs, strict=True))):
+        assert _rel(got, ref) < 1e-10
+        g = torch.randn(ref.shape, dtype=torch.float64, generator=gen)
+        for r, q in zip(torch.autograd.grad(ref, [x, wt, b], g), torch.autograd.grad(got, [x, wt, b], g), strict=True):
+            assert _rel(q, r) < 1e-10
+
+
+def test_bias_gradient_alone_and_with_groups():
+    """grad_b comes from g's spectrum at frequency 0 when x's or w's gradient is computed, else from g itself."""
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(3, 6, 7, 8, dtype=torch.float64, generator=gen)
+    w = torch.randn(9, 2, 3, 3, dtype=torch.float64, generator=gen)
+    b = torch.randn(9, dtype=torch.float64, generator=gen, requires_grad=True)
+    g = torch.randn(3, 9, 7, 8, dtype=torch.float64, generator=gen)
+    (only_b,) = torch.autograd.grad(conv2d_same(x, w, b, groups=3), [b], g)
+    w.requires_grad_(True)
+    _, with_w = torch.autograd.grad(conv2d_same(x, w, b, groups=3), [w, b], g)
+    ref = g.sum((0, 2, 3))
+    assert _rel(only_b, ref) < 1e-12 and _rel(with_w, ref) < 1e-10
