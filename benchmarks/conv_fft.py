@@ -70,7 +70,8 @@ def time_shape(shape, dtype, repeats: int, iters: int) -> tuple[float, float]:
 
 
 def time_parts(dtype, repeats: int, iters: int) -> dict[str, float]:
-    """ms per stage of conv2d_same on M1 conv2, in the order one forward + backward runs them."""
+    """ms per stage of conv2d_same on M1 conv2, in the order one forward + backward runs them. The mixing stages
+    return conv2d_same's per-thread scratch buffer, so each result is read only by the stage right after it."""
     nb, ci, co, h, wd, k, _, _ = SHAPES["M1 conv2 (MNIST)"]
     x = torch.randn(nb, ci, h, wd, dtype=dtype)
     w = torch.randn(co, ci, k, k, dtype=dtype)

@@ -19,24 +19,31 @@ equality (any N works: the DFTs are dense matrices). With ``K_w = N_w // 2 + 1``
     grad_x             ``GX_f = G_f conj(Wc_f)^T``, then the same inverse (correlation with the flipped kernel)
     grad_w             ``M_f = X_f^T conj(G_f)`` ((C, B) @ (B, O)); ``gw[o, c, d + p] = 1/(N_h N_w) sum_f m_v
                        Re(M_f[c, o] exp(+i theta_f(d)))``; X_f is saved by the forward pass
-    grad_b             ``sum_{b,h,w} g``
+    grad_b             ``sum_{b,h,w} g = sum_b Re G_0[b, :]`` (g's transform at f = 0, already computed)
 
 No torch.fft call: on M1's small planes rfft2 and irfft2 cost more than the direct forward convolution
 (measured). Each DFT is two real GEMMs against precomputed matrices (along W, then along H), ordered so that
 every operand is a strided view that BLAS reads in place and the frequency-domain tensors come out as
 ``(2, F, B, C)``: real and imaginary parts split, frequency-major, one contiguous (B, C) matrix per frequency,
-which is what the batched mixing GEMMs (``torch.bmm`` over F) need.
+which is what the batched mixing GEMMs (``torch.bmm`` over F) need. Intermediates that do not outlive a call
+live in per-thread scratch buffers (:class:`_Workspace`), so that the kernel does not page them in afresh.
 
 Evidence (benchmarks/conv_fft.py, batch 100, float32, 1 thread, thread CPU time, best of 5, 2-core Xeon
-(AVX-512) shared with 3 other jobs, 5 runs on 2026-11-26): forward + backward vs F.conv2d
-  M1 conv2 32->64 14x14 5x5   1.8-2.1x  (~16 vs ~31 ms; F.conv2d at ~190 GFLOP/s)
-  M1 CIFAR conv2 64->64 16x16 1.9-2.2x;  64->64 8x8 5x5 2.0-2.1x;  8 stacked M1 conv2 (groups=8) 1.7-1.9x
-  M3 conv2 32->64 14x14 3x3   1.0-1.2x  (break-even);  16->16 14x14 5x5 1.1x
-  M1 conv1 1->32 28x28 5x5    0.2x      (C = 1: nothing to mix, the transforms are all the cost)
-Where the time goes (M1 conv2, ~14 ms): the 3 mixing products ~6 ms (4 real GEMMs each, ~130 GFLOP/s), the
-transforms ~7.5 ms (memory-bound: K <= 2N GEMMs stream 4-7 MB tensors), ~0.5 ms the rest. :func:`fft_pays`
-says where it wins. float64: F.conv2d has no fast path there (~30 GFLOP/s); this is 1.8x (M3 3x3) to 9x faster,
-5.3x on M1 conv2, and loses only on conv1 (0.4x).
+(AVX-512), measured while other jobs ran, 3 runs on 2026-11-26 17:04 UTC): forward + backward vs F.conv2d
+  M1 conv2 32->64 14x14 5x5   1.9-2.1x  (~15 vs ~30 ms; F.conv2d at ~200 GFLOP/s); 1.8x at 2 threads (wall)
+  M1 CIFAR conv2 64->64 16x16 2.3-2.6x;  64->64 8x8 5x5 2.0x;  8 stacked M1 conv2 (groups=8) 2.0-2.1x
+  M3 conv2 32->64 14x14 3x3   1.0-1.1x  (break-even);  16->16 14x14 5x5 1.1-1.2x
+  M1 conv1 1->32 28x28 5x5    0.2-0.7x  (C = 1: nothing to mix, the transforms are all the cost)
+Where the time goes (M1 conv2, 12.5-13.5 ms, timed inside the pass while other jobs ran): the 3 mixing products ~5.6 ms
+(4 real batched GEMMs each, ~125 GFLOP/s, ~70% of what one large sgemm reaches on this core), the transforms
+~5.8 ms (GEMMs with K or M <= 2N streaming 3-7 MB tensors, 55-140 GFLOP/s), the weight DFT and gradient ~0.6
+ms, the rest ~0.6 ms. Tried and dropped (no net gain, measured): Gauss's three-product complex multiplication
+with the extra operand combinations folded into the DFT matrices (mixing 1.5 ms faster, transforms and weights
+1.4 ms slower); one GEMM per product with K = 2C (needs real and imaginary parts adjacent in the channel axis,
+which neither DFT step can write from NCHW input, and a permuting copy costs what it saves); running the batch
+in cache-sized chunks (the mixing GEMMs lose more with fewer rows than the transforms gain). :func:`fft_pays`
+says where it wins. float64: F.conv2d has no fast path there (~30 GFLOP/s); this is 2x (M3 3x3) to 9x faster,
+5.7x on M1 conv2, and loses only on conv1 (0.4x).
 """
 
 from __future__ import annotations
@@ -197,9 +204,10 @@ def _packed(t: torch.Tensor) -> torch.Tensor:
 
 
 class _ConvSame(torch.autograd.Function):
-    """One group at a time: x's and g's channel slices are copied contiguous and each group runs the whole
-    pipeline. Why not all groups in one pass (transforms over every plane, per-group mixing): for 8 stacked M1
-    networks its 30-60 MB frequency-domain tensors left the caches and it ran 1.8x slower than this (measured)."""
+    """One group at a time: x's and g's channel slices are copied contiguous (into the workspace) and each group
+    runs the whole pipeline. Why not all groups in one pass (transforms over every plane, per-group mixing): for
+    8 stacked M1 networks its 30-60 MB frequency-domain tensors left the caches and it ran 1.8x slower than this
+    (measured)."""
 
     @staticmethod
     def forward(ctx, x, w, b, groups):
