@@ -1,11 +1,15 @@
 """Benchmark: per-network training throughput of ``bnlab.nn.train`` against three baselines in the same run.
 
 For one of the SPEC's models (``--model M1 | M3 | M5``, BN on, MNIST-shaped input) and N networks with
-learning rates logspace(-3, -1) (small enough that none diverges, so every network costs compute):
-  batched   ``bnlab.nn.train`` itself: N networks, batch 100, ``--steps`` SGD steps, logging at start and end
+learning rates logspace(-3, -1) (small enough that none diverges, so every network costs compute), each contender
+makes the same run of every network: built from its seed, test metrics on 100 examples and the batch's train
+metrics at the start, ``--steps`` SGD steps on batches of 100, the metrics again (on one more batch) at the end:
+  batched   ``bnlab.nn.train`` itself, the N networks in one call
   plain     (a) one torch.nn network trained the ordinary way (torch.optim.SGD), per step
   func      (b) a torch.func ensemble of the same N networks: stack_module_state + functional_call + vmap
   conv      (c) one large convolution's forward + backward, GFLOP/s (B 100, 64 -> 64 channels, 28x28, 5x5)
+A second row compares the cost of one more step, the fixed costs (initialisation, evaluations) taken out:
+(T(3S) - T(S)) / 2S from runs of S and 3S steps, for batched and plain.
 Throughput is network-steps per second; GFLOP/s count the nominal 3 x forward FLOPs of the architecture
 (2 B prod(out) fan_in per conv/dense layer; BN, ReLU, pooling and the optimizer are not counted). Best of
 ``--repeats`` timings after a warm-up. Data: real MNIST from ``../shared/data/mnist`` (or ``--data-dir``) when
@@ -18,7 +22,6 @@ present, else random images of that shape (the timing does not depend on the pix
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime
 import platform
 import time
@@ -80,45 +83,77 @@ def conv_gflops(device, repeats: int, clock=time.perf_counter, batch=100, c=64, 
 
 
 def plain(spec, data, steps, batch, device):
-    """(a) One torch.nn network with torch.optim.SGD on the same batches: (run, steps per run)."""
-    sched = batch_schedule(len(data.x_train), batch, steps, 0).to(device)
-    ref = reference_module(spec, data.input_shape, data.num_classes, 0).to(device)
-    opt = torch.optim.SGD(ref.parameters(), lr=0.01)
+    """(a) One torch.nn network trained the ordinary way (torch.optim.SGD), the same run ``train`` makes of each
+    network: built from its seed, test loss and accuracy on 100 examples (eval mode) and the batch's train loss and
+    accuracy at the start, ``steps`` updates, then the metrics again on one more batch: (run, steps per run)."""
+    sched = batch_schedule(len(data.x_train), batch, steps + 1, 0).to(device)
+    x_test, y_test = data.x_test[:100], data.y_test[:100]
+
+    def metrics(ref, x, y):
+        z = ref(x)
+        return F.cross_entropy(z, y), (z.argmax(1) == y).float().mean()
 
     def run():
-        for s in range(steps):
-            loss = F.cross_entropy(ref(data.x_train[sched[s]]), data.y_train[sched[s]])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        ref = reference_module(spec, data.input_shape, data.num_classes, 0).to(device)
+        opt = torch.optim.SGD(ref.parameters(), lr=0.01)
+        log = []
+        for s in range(steps + 1):
+            if s in (0, steps):
+                with torch.no_grad():
+                    log.append(metrics(ref.eval(), x_test, y_test))
+                ref.train()
+            with torch.set_grad_enabled(s < steps):
+                loss, acc = metrics(ref, data.x_train[sched[s]], data.y_train[sched[s]])
+            if s in (0, steps):
+                log.append((loss.detach(), acc))
+            if s < steps:
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        return [float(v) for pair in log for v in pair]
 
     run()
     return run, steps
 
 
 def func_ensemble(spec, data, configs, steps, batch, device):
-    """(b) A torch.func ensemble: vmap of functional_call over stacked parameters and BN buffers (the input batch
-    shared), summed loss, one backward, SGD with one learning rate per network: (run, network-steps per run)."""
+    """(b) A torch.func ensemble making the same run as ``train``: the N networks built from their seeds and
+    stacked (stack_module_state), vmap of functional_call over the stacked parameters and BN buffers (the input
+    batch shared), test and train metrics at the start and on one more batch at the end, summed loss, one
+    backward, SGD with one learning rate per network: (run, network-steps per run)."""
     from torch.func import functional_call, stack_module_state
 
-    refs = [reference_module(spec, data.input_shape, data.num_classes, c.seed).to(device) for c in configs]
-    params, buffers = stack_module_state(refs)
-    base = copy.deepcopy(refs[0]).to("meta")
     lrs = torch.tensor([c.lr for c in configs], device=device)
-    sched = batch_schedule(len(data.x_train), batch, steps, 0).to(device)
+    sched = batch_schedule(len(data.x_train), batch, steps + 1, 0).to(device)
+    x_test, y_test = data.x_test[:100], data.y_test[:100]
+    base = reference_module(spec, data.input_shape, data.num_classes).to("meta")
 
-    def loss_one(p, b, x, y):
-        return F.cross_entropy(functional_call(base, (p, b), (x,)), y)
+    def metrics_one(p, b, x, y):
+        z = functional_call(base, (p, b), (x,))
+        return F.cross_entropy(z, y), (z.argmax(1) == y).float().mean()
 
-    vloss = torch.vmap(loss_one, in_dims=(0, 0, None, None), randomness="different")
+    vmetrics = torch.vmap(metrics_one, in_dims=(0, 0, None, None), randomness="different")
 
     def run():
-        for s in range(steps):
-            losses = vloss(params, buffers, data.x_train[sched[s]], data.y_train[sched[s]])
-            grads = torch.autograd.grad(losses.sum(), list(params.values()))
-            with torch.no_grad():
-                for p, g in zip(params.values(), grads, strict=True):
-                    p.sub_(lrs.view(-1, *([1] * (p.dim() - 1))) * g)
+        refs = [reference_module(spec, data.input_shape, data.num_classes, c.seed).to(device) for c in configs]
+        params, buffers = stack_module_state(refs)
+        log = []
+        for s in range(steps + 1):
+            if s in (0, steps):
+                base.eval()
+                with torch.no_grad():
+                    log.append(vmetrics(params, buffers, x_test, y_test))
+                base.train()
+            with torch.set_grad_enabled(s < steps):
+                losses, acc = vmetrics(params, buffers, data.x_train[sched[s]], data.y_train[sched[s]])
+            if s in (0, steps):
+                log.append((losses.detach(), acc))
+            if s < steps:
+                grads = torch.autograd.grad(losses.sum(), list(params.values()))
+                with torch.no_grad():
+                    for p, g in zip(params.values(), grads, strict=True):
+                        p.sub_(lrs.view(-1, *([1] * (p.dim() - 1))) * g)
+        return torch.stack([v for pair in log for v in pair]).cpu()
 
     run()
     return run, steps * len(configs)
@@ -195,13 +230,18 @@ def main() -> None:
     configs = [NetConfig(lr=float(lr), seed=i) for i, lr in enumerate(np.logspace(-3, -1, args.networks))]
     flops = 3 * forward_flops(spec, data.input_shape, data.num_classes, args.batch)
 
+    longer = 3 * args.steps  # the per-step cost without the fixed costs: (T(3S) - T(S)) / 2S
     runs = {
         "batched": batched(spec, data, configs, args.steps, args.batch, device, args.group_size),
         "unfused": batched(spec, data, configs, args.steps, args.batch, device, args.group_size, fused=False),
         "plain": plain(spec, data, args.steps, args.batch, device),
         "func": func_ensemble(spec, data, configs, args.steps, args.batch, device),
+        "batched 3S": batched(spec, data, configs, longer, args.batch, device, args.group_size),
+        "plain 3S": plain(spec, data, longer, args.batch, device),
     }
     best = interleaved_best(runs, args.repeats, device, clock)
+    step_b = (3 * best["batched 3S"] - best["batched"]) / 2
+    step_a = (3 * best["plain 3S"] - best["plain"]) / 2
     t_b, t_a, t_f = best["batched"], best["plain"], best["func"]
     g_c = conv_gflops(device, args.repeats, clock)
     g_b = flops / t_b / 1e9
@@ -219,6 +259,10 @@ def main() -> None:
     print(f"  no CPU kernels   : {1e3 * t_u:8.2f} ms / network-step  (torch's conv, BN, ReLU, max-pool layers)")
     print(f"(a) plain torch.nn : {1e3 * t_a:8.2f} ms / step          -> batched {t_a / t_b:.2f}x (target 1.5x)")
     print(f"(b) torch.func vmap: {1e3 * t_f:8.2f} ms / network-step  -> batched {t_f / t_b:.2f}x (target 1.5x)")
+    print(
+        f"    per added step : batched {1e3 * step_b:6.2f}, plain {1e3 * step_a:6.2f} ms (from {args.steps} and "
+        f"{longer} steps: the runs' fixed costs taken out) -> batched {step_a / step_b:.2f}x"
+    )
     print(f"(c) large conv     : {g_c:8.1f} GFLOP/s fwd+bwd       -> batched at {100 * g_b / g_c:.0f}% (target 60%)")
 
 

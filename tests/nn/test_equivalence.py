@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bnlab.nn import BatchedNet, Dataset, ModelSpec, NetConfig, batch_schedule, reference_module, train
+from bnlab.nn import BatchedNet, Dataset, ModelSpec, NetConfig, batch_schedule, init_batched, reference_module, train
 
 STEPS = 50
 BATCH = 16
@@ -182,8 +182,6 @@ def test_export_roundtrip_and_seeded_init():
     for (name, a), (_, b) in zip(net.state_dict().items(), back.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     # A network's initial weights depend on its own seed only, not on its position in the batch.
-    from bnlab.nn import init_batched
-
     one = init_batched(spec, data.input_shape, 10, [2])
     two = init_batched(spec, data.input_shape, 10, [1, 2], weight_scales=[1.0, 1.0])
     assert torch.equal(one.layers[0].weight[0], two.layers[0].weight[1])
@@ -191,6 +189,18 @@ def test_export_roundtrip_and_seeded_init():
     assert torch.allclose(scaled.layers[0].weight, 0.1 * one.layers[0].weight)
     assert torch.equal(scaled.layers[0].bias, one.layers[0].bias)
     assert torch.all(scaled.layers[1].weight == 0.5)
+
+
+@pytest.mark.parametrize("kind", ["M1", "M3", "M5"])
+def test_batched_init_draws_each_reference_network(kind):
+    """init_batched draws into each network's slice what reference_module draws for that seed, bit for bit."""
+    spec, shape = ModelSpec(kind, bn=True, hidden=7), (1, 12, 12)
+    seeds, scales, gammas = [5, 0, 5], [1.0, 0.3, 2.0], [1.0, 0.5, -1.0]
+    net = init_batched(spec, shape, 10, seeds, scales, gammas, dtype=torch.float64)
+    refs = [reference_module(spec, shape, 10, *args).double() for args in zip(seeds, scales, gammas, strict=True)]
+    stacked = BatchedNet.from_modules(spec, shape, 10, refs)
+    for (name, a), (_, b) in zip(net.state_dict().items(), stacked.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
 
 
 def test_groups_and_dropped_networks_change_nothing():

@@ -42,6 +42,19 @@ def cnn() -> nn.Sequential:
     )
 
 
+def cnn_bare_head() -> nn.Sequential:
+    # a dense head without bias straight after a conv block (the CPU path's conv-layout input gradient)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64, 10, bias=False),
+        nn.BatchNorm1d(10),
+    )
+
+
 def bn_first() -> nn.Sequential:
     # BN and dropout on the shared input: per-network copies (N, F, B) made by an inserted replicate layer
     return nn.Sequential(nn.BatchNorm1d(20), nn.Dropout(0.0), nn.Linear(20, 10), nn.Tanh())
@@ -79,8 +92,8 @@ def _torch_losses(build, seeds, lrs, data: Dataset) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     ("build", "shape"),
-    [(mlp, (20,)), (cnn, (1, 8, 8)), (bn_first, (20,)), (sequence, (4, 5))],
-    ids=["mlp", "cnn", "bn-first", "sequence"],
+    [(mlp, (20,)), (cnn, (1, 8, 8)), (cnn_bare_head, (1, 8, 8)), (bn_first, (20,)), (sequence, (4, 5))],
+    ids=["mlp", "cnn", "cnn-bare-head", "bn-first", "sequence"],
 )
 @pytest.mark.parametrize("twin", [False, True], ids=["bn", "no-bn"])
 def test_from_module_trains_like_torch_nn_copies(build, shape, twin):

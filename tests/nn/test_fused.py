@@ -116,15 +116,17 @@ def test_relu_pool_is_exact():
 
 @pytest.mark.parametrize("kind", ["M1", "M3"])
 @pytest.mark.parametrize("bn", [True, False])
-def test_fused_and_unfused_training_agree(kind, bn, tiny_images):
-    """Five SGD steps of two CNNs in float64, with the fused tails and with torch's separate layers."""
+@pytest.mark.parametrize("group", [1, 2])
+def test_fused_and_unfused_training_agree(kind, bn, group, tiny_images):
+    """Five SGD steps of two CNNs in float64, with the CPU kernels (fused tails, the dense head's conv-layout
+    input gradient) and with torch's separate layers, one network per pass and both in one."""
     spec = ModelSpec(kind, bn=bn)
     configs = [NetConfig(lr=0.05, seed=3), NetConfig(lr=0.2, seed=4)]
     runs = []
     for fused in (True, False):
         model = init_batched(spec, tiny_images.input_shape, tiny_images.num_classes, [3, 4], dtype=torch.float64)
         model.fast_cpu = fused
-        train(spec, tiny_images, configs, steps=5, batch_size=10, test_size=10, model=model)
+        train(spec, tiny_images, configs, steps=5, batch_size=10, test_size=10, model=model, group_size=group)
         runs.append(torch.cat([p.detach().flatten() for p in model.state_dict().values()]))
     assert _rel(runs[0], runs[1]) < 1e-10
     if bn:  # both paths ran: BN's sums are taken in another order, so the last bits differ

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnlab.errors import BnlabError
-from bnlab.nn.layers import BatchedBatchNorm, BatchedConv2d, BatchedFlatten, BatchedLinear
+from bnlab.nn.layers import BatchedBatchNorm, BatchedConv2d, BatchedFlatten, BatchedLinear, flat_head
 from bnlab.nn.models import BatchedNet
 
 ELEMENTWISE = (
@@ -68,9 +68,11 @@ class _BatchedLinearNoBias(BatchedLinear):
         super().__init__(n, d_in, d_out)
         self.bias = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fast_cpu: bool = False) -> torch.Tensor:
         if x.dim() == 2:
             return torch.mm(self.weight.reshape(-1, self.d_in), x.t()).view(self.n, self.d_out, x.shape[0])
+        if fast_cpu and x.permute(2, 0, 1).is_contiguous():
+            return flat_head(x, self.weight, None)
         return torch.bmm(self.weight, x)  # (N, out, in) (N, in, B): feature-major, contiguous dW
 
 

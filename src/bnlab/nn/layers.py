@@ -48,13 +48,44 @@ class BatchedLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(n, d_out, d_in))
         self.bias = nn.Parameter(torch.empty(n, d_out))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fast_cpu: bool = False) -> torch.Tensor:
+        """``fast_cpu``: on a flattened conv activation, :class:`_FlatHead`'s input gradient in the conv layout."""
         if x.dim() == 2:  # shared input: one GEMM, all N weight matrices stacked row-wise times x^T
             y = torch.addmm(self.bias.reshape(-1, 1), self.weight.reshape(-1, self.d_in), x.t())
             return y.view(self.n, self.d_out, x.shape[0])
+        if fast_cpu and x.permute(2, 0, 1).is_contiguous():
+            return flat_head(x, self.weight, self.bias)
         # W untransposed, so that autograd's weight gradient grad(y) x^T comes out contiguous (N, out, in): a
         # transposed one made every later pass over it (the update, the finiteness check) strided (measured).
         return torch.baddbmm(self.bias.unsqueeze(2), self.weight, x)
+
+
+class _FlatHead(torch.autograd.Function):
+    """The dense layer after a conv block, y_k = W_k x_k + b_k with x given as the flattened conv activations
+    (B, N, F), once differentiable. The default path's input gradient W_k^T g_k comes out (N, F, B), which the
+    flatten's backward hands to the conv block transposed (B strided); here it is computed as g_k^T W_k (B, F),
+    the product a plain nn.Linear computes, written (N, B, F): for one network exactly the conv layout, and on M1's
+    fc1 0.6 ms faster per step (2.0 vs 2.6 ms, 2 threads)."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w)
+        return torch.bmm(w, x.permute(1, 2, 0)) if b is None else torch.baddbmm(b.unsqueeze(2), w, x.permute(1, 2, 0))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        gx = torch.bmm(g.transpose(1, 2), w).transpose(0, 1) if need_x else None
+        gw = torch.bmm(g, x.transpose(0, 1)) if need_w else None
+        return gx, gw, g.sum(2) if need_b else None
+
+
+def flat_head(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """y_k = W_k x_k (+ b_k) -> (N, out, B) for x the (N, F, B) flatten view of conv activations (``x.permute(2, 0,
+    1)`` contiguous), by :class:`_FlatHead`."""
+    return _FlatHead.apply(x.permute(2, 0, 1), w, b)
 
 
 class BatchedConv2d(nn.Module):

@@ -157,18 +157,22 @@ def default_group_size(model: BatchedNet, device: torch.device) -> int:
 
 @dataclass
 class _Group:
-    """Networks ``index`` of the full model, trained as one batched net ``net`` with its optimizer ``opt``."""
+    """Networks ``index`` of the full model, trained as one batched net ``net`` with its optimizer ``opt``;
+    ``copied``: ``net`` holds copies of the full model's tensors (else it is the model or a slice of views)."""
 
     index: torch.Tensor
     net: BatchedNet
     opt: BatchedOptimizer
+    copied: bool
 
 
 class _Workset:
     """The live networks, split into groups of at most ``size`` that run one after another inside each step.
 
-    Diverged networks are frozen, so they are dropped: ``repack`` writes every group back into the full model
-    (and Adam moments into full-size tensors) and regroups the networks still alive. Each network's arithmetic
+    A group of neighbouring networks is a ``BatchedNet.slice`` (views: it trains the full model in place); once
+    networks in between are dropped, a group is a ``select`` copy. Diverged networks are frozen, so they are
+    dropped: ``repack`` writes every copied group back into the full model (and Adam moments into full-size
+    tensors) and regroups the networks still alive. Each network's arithmetic
     is independent of which others share its group, so regrouping changes no result beyond GEMM round-off.
     """
 
@@ -184,7 +188,7 @@ class _Workset:
 
     def write_back(self) -> None:
         for g in self.groups:
-            if g.net is not self.model:
+            if g.copied:
                 self.model.write_back(g.index, g.net)
             if g.opt.any_adam:  # a group of SGD networks only keeps no moments
                 for full, part in zip(self.moments, g.opt.m + g.opt.v, strict=True):
@@ -197,12 +201,17 @@ class _Workset:
         self.groups = []
         n_groups = -(-len(alive) // self.size)
         for index in alive.tensor_split(n_groups) if n_groups else []:
-            net = self.model.select(index) if len(index) < self.model.n else self.model
+            start, stop = int(index[0]), int(index[-1]) + 1
+            copied = stop - start != len(index)  # not one run of neighbours (networks dropped in between)
+            if copied:
+                net = self.model.select(index)
+            else:
+                net = self.model if stop - start == self.model.n else self.model.slice(start, stop)
             opt = _optimizer(net, [self.configs[i] for i in index.tolist()])
             opt.t = self.steps_done
             for mine, full in zip(opt.m + opt.v, self.moments if opt.any_adam else [], strict=True):
                 mine.copy_(full.index_select(0, index))
-            self.groups.append(_Group(index, net, opt))
+            self.groups.append(_Group(index, net, opt, copied))
 
 
 def train(
