@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bnlab.nn.fftconv import conv2d_same, fft_pays
+from bnlab.nn.fftconv import _Workspace, conv2d_same, fft_pays
 
 # (B, C_in, C_out, H, W, k): M1's conv2 at a small batch, odd and non-square planes, k = 3, C_in = 1, 1x1 planes
 SHAPES = [
@@ -153,3 +153,25 @@ def test_bias_gradient_alone_and_with_groups():
     _, with_w = torch.autograd.grad(conv2d_same(x, w, b, groups=3), [w, b], g)
     ref = g.sum((0, 2, 3))
     assert _rel(only_b, ref) < 1e-12 and _rel(with_w, ref) < 1e-10
+
+
+def test_workspace_keeps_buffers_only_up_to_its_limit():
+    """A request within the limit reuses (and grows) the role's buffer; one beyond it gets a tensor of its own
+    and leaves the kept buffer as it was, so a large evaluation batch does not stay resident."""
+    ws = _Workspace(limit=1000 * 8)
+    a = ws.get("t", (10, 50), torch.float64)
+    b = ws.get("t", (20, 10), torch.float64)
+    assert b.data_ptr() == a.data_ptr() and b.shape == (20, 10)
+    big = ws.get("t", (10, 101), torch.float64)
+    assert big.shape == (10, 101) and big.data_ptr() != a.data_ptr()
+    assert ws.bufs[("t", torch.float64)].numel() == 500
+    grown = ws.get("t", (1000,), torch.float64)
+    assert ws.bufs[("t", torch.float64)].numel() == 1000 and grown.data_ptr() != a.data_ptr()
+
+
+def test_requests_beyond_the_workspace_limit_compute_the_same(monkeypatch):
+    """With a limit of 0 bytes every scratch tensor is a fresh one (the path of large evaluation batches)."""
+    from bnlab.nn import fftconv
+
+    monkeypatch.setattr(fftconv._WORKSPACE, "limit", 0)
+    _check((3, 6, 4, 9, 8, 5), torch.float64, gen=torch.Generator().manual_seed(7), groups=2)

@@ -59,16 +59,21 @@ import torch
 
 class _Workspace(threading.local):
     """Scratch buffers for the intermediates that do not outlive a call (each transform's middle step, the
-    mixing products, g's spectrum): one flat buffer per role and dtype, grown to the largest size asked for and
-    kept by the thread. Why: allocated fresh, these 3-7 MB tensors were page-faulted in again on most calls
-    (glibc returns large freed blocks to the kernel), 1-2 ms of system time per M1 conv2 pass (measured)."""
+    mixing products, g's spectrum): one flat buffer per role and dtype, grown to the largest size asked for up to
+    ``limit`` bytes and kept by the thread (larger requests get a tensor of their own, as evaluation in chunks of
+    1000 examples does: that memory is not held after the call). Why: allocated fresh, M1 conv2's 3-7 MB
+    tensors were page-faulted in again on most calls (glibc returns large freed blocks to the kernel), 1-2 ms of
+    system time per forward + backward (measured)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = 16 * 2**20) -> None:
+        self.limit = limit
         self.bufs: dict[tuple[str, torch.dtype], torch.Tensor] = {}
 
     def get(self, role: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """A (shape, dtype) view of the ``role`` buffer, uninitialised; valid until ``role`` is asked for again."""
         n = math.prod(shape)
+        if n * dtype.itemsize > self.limit:
+            return torch.empty(shape, dtype=dtype)
         buf = self.bufs.get((role, dtype))
         if buf is None or buf.numel() < n:
             buf = self.bufs[(role, dtype)] = torch.empty(n, dtype=dtype)
