@@ -34,6 +34,7 @@ class BatchedOptimizer:
         eps: torch.Tensor,
     ):
         self.params, self.lrs = list(params), list(lrs)
+        self._rates = [_per_net(lr, p) for p, lr in zip(self.params, self.lrs, strict=True)]  # broadcastable views
         self.is_adam, self.beta1, self.beta2, self.eps = is_adam, beta1, beta2, eps
         self.any_adam = bool(is_adam.any())
         self.all_adam = bool(is_adam.all())
@@ -96,6 +97,9 @@ class BatchedOptimizer:
     def _apply(self, ups: list[torch.Tensor], lrs: list, ok: torch.Tensor) -> None:
         """p <- p - lr u for the networks with ``ok`` (lr None: the update is already scaled)."""
         everyone = bool(ok.all())
+        if everyone and lrs is self.lrs:  # the usual SGD step: one fused call over every tensor
+            torch._foreach_addcmul_(self.params, ups, self._rates, value=-1)
+            return
         for p, u, lr in zip(self.params, ups, lrs, strict=True):
             if not everyone:  # NaN * 0 is NaN: mask the update itself, not only its rate
                 u = torch.where(_per_net(ok, u), u, torch.zeros((), dtype=u.dtype, device=u.device))

@@ -165,6 +165,9 @@ class _Group:
     opt: BatchedOptimizer
     copied: bool
 
+    def __post_init__(self) -> None:
+        self.buffers = list(self.net.buffers())  # BN running statistics, saved and restored around every step
+
 
 class _Workset:
     """The live networks, split into groups of at most ``size`` that run one after another inside each step.
@@ -310,8 +313,8 @@ def _group_step(g: _Group, xb, yb, loss: str, alive, max_loss: float, final: boo
 
     ``record``: [train loss, train acc] full-size vectors to fill at the group's positions, or None.
     """
-    buffers = list(g.net.buffers())
-    saved = [b.clone() for b in buffers]  # BN running stats: restored for networks that fail this step
+    buffers = g.buffers
+    saved = torch._foreach_mul(buffers, 1.0) if buffers else []  # BN running stats, restored for failing networks
     with torch.set_grad_enabled(not final):
         logits = g.net(xb)
         losses = network_losses(logits, yb, loss)
@@ -325,10 +328,14 @@ def _group_step(g: _Group, xb, yb, loss: str, alive, max_loss: float, final: boo
         total = torch.where(ok, losses, torch.zeros((), dtype=losses.dtype, device=losses.device)).sum()
         grads = list(torch.autograd.grad(total, g.opt.params))
         ok = g.opt.step(grads, ok)
+    if not buffers or (not final and bool(ok.all())):
+        return ok
     with torch.no_grad():
-        for b, s in zip(buffers, saved, strict=True):
-            keep = ok.view(-1, *([1] * (b.dim() - 1))) & (not final)
-            b.copy_(torch.where(keep, b, s))
+        if final:  # the last row measures without changing anything
+            torch._foreach_copy_(buffers, saved)
+        else:
+            for b, s in zip(buffers, saved, strict=True):
+                b.copy_(torch.where(ok.view(-1, *([1] * (b.dim() - 1))), b, s))
     return ok
 
 
