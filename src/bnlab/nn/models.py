@@ -168,8 +168,9 @@ class BatchedNet(nn.Module):
         shape = tuple(input_shape) if input_shape is not None else None
         self.spec, self.input_shape, self.num_classes, self.n = spec, shape, num_classes, n
         self.tails: dict[int, int] = {}
-        # CPU kernels (fused conv-block tails, DFT convolutions) where they pay; False runs torch's own op for every
-        # layer: twice differentiable (nn.sharpness needs that) and the reference the kernels are tested against
+        # CPU kernels (fused conv-block tails, DFT convolutions, the dense head's conv-layout gradient) where they
+        # pay; False runs torch's own op for every layer: twice differentiable (nn.sharpness needs that) and the
+        # reference the kernels are tested against
         self.fast_cpu = True
         if layers is not None:
             self.ops = None
@@ -214,10 +215,10 @@ class BatchedNet(nn.Module):
                 )  # fmt: skip
             elif span == 2:
                 x = relu_pool(x)
-            elif (
-                fast and isinstance(self.layers[i], BatchedConv2d) or cpu and isinstance(self.layers[i], BatchedLinear)
+            elif (fast and isinstance(self.layers[i], BatchedConv2d)) or (
+                cpu and isinstance(self.layers[i], BatchedLinear)
             ):
-                x = self.layers[i](x, fast_cpu=True)
+                x = self.layers[i](x, fast_cpu=True)  # DFT convolution where it pays; the dense head's conv layout
             else:
                 x = self.layers[i](x)
             i += span or 1

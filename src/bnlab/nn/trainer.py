@@ -314,7 +314,7 @@ def _group_step(g: _Group, xb, yb, loss: str, alive, max_loss: float, final: boo
     ``record``: [train loss, train acc] full-size vectors to fill at the group's positions, or None.
     """
     buffers = g.buffers
-    saved = torch._foreach_mul(buffers, 1.0) if buffers else []  # BN running stats, restored for failing networks
+    saved = [b.clone() for b in buffers]  # BN running stats: restored for networks that fail this step
     with torch.set_grad_enabled(not final):
         logits = g.net(xb)
         losses = network_losses(logits, yb, loss)
@@ -331,11 +331,8 @@ def _group_step(g: _Group, xb, yb, loss: str, alive, max_loss: float, final: boo
     if not buffers or (not final and bool(ok.all())):
         return ok
     with torch.no_grad():
-        if final:  # the last row measures without changing anything
-            torch._foreach_copy_(buffers, saved)
-        else:
-            for b, s in zip(buffers, saved, strict=True):
-                b.copy_(torch.where(ok.view(-1, *([1] * (b.dim() - 1))), b, s))
+        for b, s in zip(buffers, saved, strict=True):  # the last row measures without changing anything
+            b.copy_(s if final else torch.where(ok.view(-1, *([1] * (b.dim() - 1))), b, s))
     return ok
 
 
