@@ -97,6 +97,9 @@ def _compute_missing(
         key = pending.pop(future)
         try:
             frame, provenance = future.result()
+            # the run folder appears before its first chunk is written: interrupted between the two, the run
+            # still has its record (a chunk written first could land in the pool with no run folder to show it)
+            store.materialise()
             meta = {"key": key, "fn": function_name(compute), "spec": specs[key]}
             pool.write(key, frame, {**meta, **provenance, "results_version": RESULTS_VERSION})
             store.computed.append(key)
