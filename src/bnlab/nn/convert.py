@@ -2,7 +2,7 @@
 
 Layouts are those of ``bnlab.nn.layers``: the input batch is shared, dense activations are (N, F, B) and conv
 activations (B, N*C, H, W) with network k owning channel block k. Each torch layer becomes:
-- ``Linear`` -> ``BatchedLinear`` (``_BatchedLinearNoBias`` when ``bias=False``);
+- ``Linear`` -> ``BatchedLinear`` (without its bias when ``bias=False``);
 - ``Conv2d`` -> ``BatchedConv2d`` for the built-in case (square kernel, stride 1, padding k//2, bias), otherwise
   ``_BatchedConv2dGeneral`` (any stride, padding, dilation, groups, bias; zero padding only);
 - ``BatchNorm1d/2d`` (affine, with running statistics, numeric momentum) -> ``BatchedBatchNorm`` with the layer's
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnlab.errors import BnlabError
-from bnlab.nn.layers import BatchedBatchNorm, BatchedConv2d, BatchedFlatten, BatchedLinear, flat_head
+from bnlab.nn.layers import BatchedBatchNorm, BatchedConv2d, BatchedFlatten, BatchedLinear
 from bnlab.nn.models import BatchedNet
 
 ELEMENTWISE = (
@@ -59,21 +59,6 @@ SUPPORTED = "Linear, Conv2d, BatchNorm1d/2d, Flatten, MaxPool2d, AvgPool2d, adap
 )
 
 ModuleSource = nn.Module | Callable[[], nn.Module]
-
-
-class _BatchedLinearNoBias(BatchedLinear):
-    """``BatchedLinear`` without its bias: y_k = x_k W_k^T."""
-
-    def __init__(self, n: int, d_in: int, d_out: int):
-        super().__init__(n, d_in, d_out)
-        self.bias = None
-
-    def forward(self, x: torch.Tensor, fast_cpu: bool = False) -> torch.Tensor:
-        if x.dim() == 2:
-            return torch.mm(self.weight.reshape(-1, self.d_in), x.t()).view(self.n, self.d_out, x.shape[0])
-        if fast_cpu and x.permute(2, 0, 1).is_contiguous():
-            return flat_head(x, self.weight, None)
-        return torch.bmm(self.weight, x)  # (N, out, in) (N, in, B): feature-major, contiguous dW
 
 
 class _BatchedConv2dGeneral(nn.Module):
@@ -171,8 +156,7 @@ def batched_layers(layers: Sequence[nn.Module], n: int) -> tuple[list[nn.Module]
         if isinstance(layer, nn.Linear):
             if layout == "conv":
                 raise _unsupported(i, layer, "a Linear after a convolution needs a Flatten first")
-            add(BatchedLinear(n, layer.in_features, layer.out_features) if layer.bias is not None else
-                _BatchedLinearNoBias(n, layer.in_features, layer.out_features), i)  # fmt: skip
+            add(BatchedLinear(n, layer.in_features, layer.out_features, bias=layer.bias is not None), i)
             layout = "dense"
         elif isinstance(layer, nn.Conv2d):
             if layer.padding_mode != "zeros":

@@ -40,24 +40,27 @@ from bnlab.nn.fftconv import conv2d_same, fft_pays
 
 
 class BatchedLinear(nn.Module):
-    """y_k = W_k x_k + b_k for each network k, feature-major: x is (B, in) when shared, else (N, in, B); y is
-    (N, out, B)."""
+    """y_k = W_k x_k (+ b_k) for each network k, feature-major: x is (B, in) when shared, else (N, in, B); y is
+    (N, out, B). ``bias=False``: no b (as ``nn.Linear(..., bias=False)``)."""
 
-    def __init__(self, n: int, d_in: int, d_out: int):
+    def __init__(self, n: int, d_in: int, d_out: int, bias: bool = True):
         super().__init__()
         self.n, self.d_in, self.d_out = n, d_in, d_out
         self.weight = nn.Parameter(torch.empty(n, d_out, d_in))
-        self.bias = nn.Parameter(torch.empty(n, d_out))
+        self.bias = nn.Parameter(torch.empty(n, d_out)) if bias else None
 
     def forward(self, x: torch.Tensor, fast_cpu: bool = False) -> torch.Tensor:
         """``fast_cpu``: on a flattened conv activation, :class:`_FlatHead`'s input gradient in the conv layout."""
         if x.dim() == 2:  # shared input: one GEMM, all N weight matrices stacked row-wise times x^T
-            y = torch.addmm(self.bias.reshape(-1, 1), self.weight.reshape(-1, self.d_in), x.t())
+            w = self.weight.reshape(-1, self.d_in)
+            y = torch.mm(w, x.t()) if self.bias is None else torch.addmm(self.bias.reshape(-1, 1), w, x.t())
             return y.view(self.n, self.d_out, x.shape[0])
         if fast_cpu and x.permute(2, 0, 1).is_contiguous():
             return flat_head(x, self.weight, self.bias)
         # W untransposed, so that autograd's weight gradient grad(y) x^T comes out contiguous (N, out, in): a
         # transposed one made every later pass over it (the update, the finiteness check) strided (measured).
+        if self.bias is None:
+            return torch.bmm(self.weight, x)
         return torch.baddbmm(self.bias.unsqueeze(2), self.weight, x)
 
 

@@ -250,12 +250,18 @@ class BatchedNet(nn.Module):
                 getattr(layer, name).data.copy_(stacked.reshape(getattr(layer, name).shape))
         return net
 
+    def _sibling(self, n: int) -> BatchedNet:
+        """A new net of this architecture for ``n`` networks (fresh tensors), in this net's mode and CPU setting."""
+        sub = type(self)(self.spec, self.input_shape, self.num_classes, n)
+        sub.train(self.training)
+        sub.fast_cpu = self.fast_cpu
+        return sub
+
     def select(self, index: torch.Tensor) -> BatchedNet:
         """A new batched net holding copies of networks ``index`` (parameters and BN statistics), in that order."""
-        sub = type(self)(self.spec, self.input_shape, self.num_classes, len(index))
+        sub = self._sibling(len(index))
         p0 = next(self.parameters())
-        sub.to(device=p0.device, dtype=p0.dtype).train(self.training)
-        sub.fast_cpu = self.fast_cpu
+        sub.to(device=p0.device, dtype=p0.dtype)
         with torch.no_grad():
             for mine, theirs in zip(self.state_dict().values(), sub.state_dict().values(), strict=True):
                 theirs.copy_(mine.index_select(0, index))
@@ -264,9 +270,7 @@ class BatchedNet(nn.Module):
     def slice(self, start: int, stop: int) -> BatchedNet:
         """Networks ``start .. stop - 1`` as a batched net whose parameters and BN statistics are *views* of this
         net's: training it trains them here, with no copy in and nothing to write back."""
-        sub = type(self)(self.spec, self.input_shape, self.num_classes, stop - start)
-        sub.train(self.training)
-        sub.fast_cpu = self.fast_cpu
+        sub = self._sibling(stop - start)
         for mine, theirs in zip(self.layers, sub.layers, strict=True):
             for name, p in mine.named_parameters(recurse=False):
                 theirs._parameters[name] = nn.Parameter(p.data[start:stop], p.requires_grad)
