@@ -82,34 +82,47 @@ def conv_gflops(device, repeats: int, clock=time.perf_counter, batch=100, c=64, 
     return 3 * 2 * batch * hw * hw * c * c * k * k / _best(once, repeats, device, clock) / 1e9
 
 
-def plain(spec, data, steps, batch, device):
-    """(a) One torch.nn network trained the ordinary way (torch.optim.SGD), the same run ``train`` makes of each
-    network: built from its seed, test loss and accuracy on 100 examples (eval mode) and the batch's train loss and
-    accuracy at the start, ``steps`` updates, then the metrics again on one more batch: (run, steps per run)."""
-    sched = batch_schedule(len(data.x_train), batch, steps + 1, 0).to(device)
-    x_test, y_test = data.x_test[:100], data.y_test[:100]
+def _metrics(z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return F.cross_entropy(z, y), (z.argmax(1) == y).float().mean()
 
-    def metrics(ref, x, y):
-        z = ref(x)
-        return F.cross_entropy(z, y), (z.argmax(1) == y).float().mean()
+
+def _same_run(data, sched, steps, module, metrics, update) -> list:
+    """The run ``train`` makes of each network: test metrics on 100 examples (``module`` in eval mode) and the
+    batch's train metrics at the start, ``steps`` updates (``update(loss)``), then both again, the train ones on
+    one more batch; ``metrics(x, y)`` gives (loss, accuracy) of the current parameters. Returns the logged pairs."""
+    x_test, y_test = data.x_test[:100], data.y_test[:100]
+    log = []
+    for s in range(steps + 1):
+        logged = s in (0, steps)
+        if logged:
+            module.eval()
+            with torch.no_grad():
+                log.append(metrics(x_test, y_test))
+            module.train()
+        with torch.set_grad_enabled(s < steps):
+            loss, acc = metrics(data.x_train[sched[s]], data.y_train[sched[s]])
+        if logged:
+            log.append((loss.detach(), acc))
+        if s < steps:
+            update(loss)
+    return log
+
+
+def plain(spec, data, steps, batch, device):
+    """(a) One torch.nn network trained the ordinary way (torch.optim.SGD), built from its seed, making the run
+    of :func:`_same_run`: (run, steps per run)."""
+    sched = batch_schedule(len(data.x_train), batch, steps + 1, 0).to(device)
 
     def run():
         ref = reference_module(spec, data.input_shape, data.num_classes, 0).to(device)
         opt = torch.optim.SGD(ref.parameters(), lr=0.01)
-        log = []
-        for s in range(steps + 1):
-            if s in (0, steps):
-                with torch.no_grad():
-                    log.append(metrics(ref.eval(), x_test, y_test))
-                ref.train()
-            with torch.set_grad_enabled(s < steps):
-                loss, acc = metrics(ref, data.x_train[sched[s]], data.y_train[sched[s]])
-            if s in (0, steps):
-                log.append((loss.detach(), acc))
-            if s < steps:
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+
+        def update(loss):
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        log = _same_run(data, sched, steps, ref, lambda x, y: _metrics(ref(x), y), update)
         return [float(v) for pair in log for v in pair]
 
     run()
@@ -117,42 +130,32 @@ def plain(spec, data, steps, batch, device):
 
 
 def func_ensemble(spec, data, configs, steps, batch, device):
-    """(b) A torch.func ensemble making the same run as ``train``: the N networks built from their seeds and
+    """(b) A torch.func ensemble making the run of :func:`_same_run`: the N networks built from their seeds and
     stacked (stack_module_state), vmap of functional_call over the stacked parameters and BN buffers (the input
-    batch shared), test and train metrics at the start and on one more batch at the end, summed loss, one
-    backward, SGD with one learning rate per network: (run, network-steps per run)."""
+    batch shared), summed loss, one backward, SGD with one learning rate per network: (run, network-steps per
+    run)."""
     from torch.func import functional_call, stack_module_state
 
     lrs = torch.tensor([c.lr for c in configs], device=device)
     sched = batch_schedule(len(data.x_train), batch, steps + 1, 0).to(device)
-    x_test, y_test = data.x_test[:100], data.y_test[:100]
     base = reference_module(spec, data.input_shape, data.num_classes).to("meta")
-
-    def metrics_one(p, b, x, y):
-        z = functional_call(base, (p, b), (x,))
-        return F.cross_entropy(z, y), (z.argmax(1) == y).float().mean()
-
-    vmetrics = torch.vmap(metrics_one, in_dims=(0, 0, None, None), randomness="different")
+    vmetrics = torch.vmap(
+        lambda p, b, x, y: _metrics(functional_call(base, (p, b), (x,)), y),
+        in_dims=(0, 0, None, None),
+        randomness="different",
+    )
 
     def run():
         refs = [reference_module(spec, data.input_shape, data.num_classes, c.seed).to(device) for c in configs]
         params, buffers = stack_module_state(refs)
-        log = []
-        for s in range(steps + 1):
-            if s in (0, steps):
-                base.eval()
-                with torch.no_grad():
-                    log.append(vmetrics(params, buffers, x_test, y_test))
-                base.train()
-            with torch.set_grad_enabled(s < steps):
-                losses, acc = vmetrics(params, buffers, data.x_train[sched[s]], data.y_train[sched[s]])
-            if s in (0, steps):
-                log.append((losses.detach(), acc))
-            if s < steps:
-                grads = torch.autograd.grad(losses.sum(), list(params.values()))
-                with torch.no_grad():
-                    for p, g in zip(params.values(), grads, strict=True):
-                        p.sub_(lrs.view(-1, *([1] * (p.dim() - 1))) * g)
+
+        def update(losses):
+            grads = torch.autograd.grad(losses.sum(), list(params.values()))
+            with torch.no_grad():
+                for p, g in zip(params.values(), grads, strict=True):
+                    p.sub_(lrs.view(-1, *([1] * (p.dim() - 1))) * g)
+
+        log = _same_run(data, sched, steps, base, lambda x, y: vmetrics(params, buffers, x, y), update)
         return torch.stack([v for pair in log for v in pair]).cpu()
 
     run()
