@@ -165,7 +165,7 @@ def func_ensemble(spec, data, configs, steps, batch, device):
 def batched(spec, data, configs, steps, batch, device, group_size=None, fused=True):
     """``bnlab.nn.train`` itself, initialisation included, test metrics on 100 examples at the start and the end:
     (run, network-steps per run). ``fused=False`` runs torch's own layers (``BatchedNet.fast_cpu`` off: no fused
-    conv-block tails, no DFT convolutions)."""
+    first block or conv-block tails, no DFT convolutions)."""
 
     def run():
         model = init_batched(spec, data.input_shape, data.num_classes, [c.seed for c in configs], device=device)

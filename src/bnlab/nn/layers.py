@@ -22,7 +22,8 @@ A conv -> dense flatten is the strided view (B, N*C, H, W) -> (N, C*H*W, B), rea
 transposed operand without a copy; on the CPU its input gradient is computed straight into the conv layout
 (``_FlatHead``), elsewhere autograd's (N, F, B) gradient reaches the conv block as a transposed view.
 Parameters keep torch.nn's per-network shapes behind the model axis: Linear (N, out, in), Conv2d
-(N, out, in, k, k), BN (N, C). On the CPU (``BatchedNet.fast_cpu``) a conv block's BN, ReLU and pooling run as one
+(N, out, in, k, k), BN (N, C). On the CPU (``BatchedNet.fast_cpu``) the first conv block, conv to pool, runs as one
+pass that never writes the conv's output (``bnlab.nn.inputblock``), a later block's BN, ReLU and pooling as one
 fused pass instead of these layers (``bnlab.nn.fused``) and 5x5 convolutions with enough channels by DFT
 (``bnlab.nn.fftconv``); torch's own ops here are their reference and the path everywhere else (CUDA, second
 derivatives).

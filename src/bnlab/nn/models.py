@@ -23,6 +23,7 @@ from torch.nn.utils import skip_init
 
 from bnlab.errors import BnlabError
 from bnlab.nn.fused import bn_relu_pool, fusable, relu_pool
+from bnlab.nn.inputblock import conv_bn_relu_pool, input_block_pays
 from bnlab.nn.layers import (
     BatchedBatchNorm,
     BatchedConv2d,
@@ -168,9 +169,9 @@ class BatchedNet(nn.Module):
         shape = tuple(input_shape) if input_shape is not None else None
         self.spec, self.input_shape, self.num_classes, self.n = spec, shape, num_classes, n
         self.tails: dict[int, int] = {}
-        # CPU kernels (fused conv-block tails, DFT convolutions, the dense head's conv-layout gradient) where they
-        # pay; False runs torch's own op for every layer: twice differentiable (nn.sharpness needs that) and the
-        # reference the kernels are tested against
+        # CPU kernels (the fused first block, fused conv-block tails, DFT convolutions, the dense head's conv-layout
+        # gradient) where they pay; False runs torch's own op for every layer: twice differentiable (nn.sharpness
+        # needs that) and the reference the kernels are tested against
         self.fast_cpu = True
         if layers is not None:
             self.ops = None
@@ -207,6 +208,10 @@ class BatchedNet(nn.Module):
             cpu = self.fast_cpu and x.device.type == "cpu"
             fast = cpu and fusable(x)
             span = self.tails.get(i, 0) if fast else 0
+            if fast and i == 0 and self._input_block_pays(x):
+                x = self._input_block(x)
+                i = 1 + self.tails[1]
+                continue
             if span == 3:
                 bn = self.layers[i]
                 x = bn_relu_pool(
@@ -223,6 +228,22 @@ class BatchedNet(nn.Module):
                 x = self.layers[i](x)
             i += span or 1
         return x.permute(2, 0, 1) if x.dim() == 3 else x  # dense logits (N, K, B) -> the (B, N, K) view
+
+    def _input_block_pays(self, x: torch.Tensor) -> bool:
+        conv = self.layers[0]
+        return isinstance(conv, BatchedConv2d) and 1 in self.tails and input_block_pays(x, conv.c_in, conv.k)
+
+    def _input_block(self, x: torch.Tensor) -> torch.Tensor:
+        """The first conv on the shared input and its tail, (BN,) ReLU, pool, as one pass (bnlab.nn.inputblock)."""
+        conv = self.layers[0]
+        w, b = conv.weight.reshape(-1, conv.c_in, conv.k, conv.k), conv.bias.reshape(-1)
+        if self.tails[1] == 2:
+            return conv_bn_relu_pool(x, w, b)
+        bn = self.layers[1]
+        return conv_bn_relu_pool(
+            x, w, b, bn.weight.view(-1), bn.bias.view(-1), bn.running_mean.view(-1), bn.running_var.view(-1),
+            self.training, bn.momentum, bn.eps,
+        )  # fmt: skip
 
     def bn_parameters(self) -> list[nn.Parameter]:
         return [p for m in self.layers if isinstance(m, BatchedBatchNorm) for p in (m.weight, m.bias)]
