@@ -242,7 +242,7 @@ def input_block_pays(x: torch.Tensor, c_in: int, k: int) -> bool:
 class _Prepared:
     """What the block derives from one input batch x and kernel size k, whatever the filters: the phase layout
     and, once training asks for them, the patch moments m and S. Every group of networks of a step reads the same
-    batch, so the last one is kept (``_prepared``)."""
+    batch, so the last ones are kept (``_prepared``)."""
 
     x: weakref.ref
     version: int
@@ -272,14 +272,17 @@ class _Prepared:
         return self.moments
 
 
-_last: list[_Prepared] = []  # at most one entry: the batch the last call read
+# The last two batches read, most recent first: on a logged step the trainer alternates between the test batch and
+# the training batch, group by group.
+_recent: list[_Prepared] = []
 
 
 def _prepared(x: torch.Tensor, k: int) -> _Prepared:
-    if _last and _last[0].matches(x, k):
-        return _last[0]
+    for prep in _recent:
+        if prep.matches(x, k):
+            return prep
     prep = _Prepared(weakref.ref(x), x._version, k, *_phase_input(x, k))
-    _last[:] = [prep]
+    _recent[:] = [prep, *_recent[:1]]
     return prep
 
 
