@@ -36,9 +36,10 @@ import torch.nn.functional as F
 
 from bnlab.nn.fused import FASTMATH, threads, window_relu_max
 
-# D = C_in k^2 up to which the block pays: its cost grows with D, the unfused path's hardly. Forward + backward,
-# 100 images, 2 threads: D = 9 (M3, 32 channels) 5.1 -> 2.2 ms, D = 25 (M1) 5.7 -> 3.9 ms, D = 27 (3 x 3 x 3, 64
-# channels) 11.7 -> 11.9 ms, D = 75 (M1 on CIFAR-10) 14.9 -> 25.6 ms (measured).
+# D = C_in k^2 up to which the block pays: its cost grows with D, the unfused path's hardly. Forward + parameter
+# gradients, 100 images, 2 threads, against oneDNN's conv + the fused tail (benchmarks/input_block.py, 19:50 UTC):
+# D = 9 (M3) 2.8-3.1x faster, D = 25 (M1) 1.2-1.4x, D = 27 (M3 on CIFAR-10) 0.95-0.98x, D = 75 (M1 on CIFAR-10)
+# 0.6-0.9x.
 MAX_TAPS = 25
 
 
