@@ -149,8 +149,9 @@ def _unpool(out, arg, grad, d0, d1, d2, d3):  # pragma: no cover - compiled
 
 @numba.njit(parallel=True, cache=True, fastmath=FASTMATH, nogil=True)
 def _patch_moments(xflat, offsets, mask, sums, gram):  # pragma: no cover - compiled
-    """Per image b: ``sums[b, t] = sum p_t`` and ``gram[b, t, u] = sum p_t p_u`` over its H W positions (float32
-    sums of an image's terms, float64 across images), ``mask`` 1 on the real positions, 0 on the junk columns."""
+    """Per image b: ``sums[b, t] = sum p_t`` and ``gram[b, t, u] = sum p_t p_u`` over its H W positions (an
+    image's sums in x's dtype, stored as float64 and summed across images in float64 by the caller), ``mask`` 1 on
+    the real positions, 0 on the junk columns."""
     nb, d, n = xflat.shape[0], offsets.shape[0], mask.shape[0]
     for b in numba.prange(nb):
         xb = xflat[b]
