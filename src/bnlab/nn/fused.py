@@ -129,6 +129,15 @@ def threads() -> None:
         torch.set_num_threads(n)
 
 
+@torch.no_grad()
+def update_running_stats(running_mean, running_var, mean, var, count: int, momentum: float) -> None:
+    """torch's rule, in place: r <- (1 - momentum) r + momentum s, the running variance taking the unbiased batch
+    variance var count / (count - 1) (``mean``, ``var``: the batch's, biased, over ``count`` elements)."""
+    running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
+    unbiased = var * (count / max(count - 1, 1))
+    running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+
+
 class _BNReLUPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, gamma, beta, running_mean, running_var, training: bool, momentum: float, eps: float):
@@ -148,11 +157,7 @@ class _BNReLUPool(torch.autograd.Function):
             var.numpy(), eps, training, out.numpy(), arg.numpy(),
         )  # fmt: skip
         if training:
-            count = nb * nh * nw
-            with torch.no_grad():  # torch's rule: running var takes the unbiased batch variance
-                running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
-                unbiased = var * (count / max(count - 1, 1))
-                running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+            update_running_stats(running_mean, running_var, mean, var, nb * nh * nw, momentum)
         ctx.save_for_backward(z, gamma, mean, var, out, arg)
         ctx.training, ctx.eps = training, eps
         return out

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bnlab.nn.fused import FASTMATH, threads, window_relu_max
+from bnlab.nn.fused import FASTMATH, threads, update_running_stats, window_relu_max
 
 # D = C_in k^2 up to which the block pays: its cost grows with D, the unfused path's hardly. Forward + parameter
 # gradients, 100 images, 2 threads, against oneDNN's conv + the fused tail (benchmarks/input_block.py, 19:50 UTC):
@@ -298,29 +298,26 @@ class _InputBlock(torch.autograd.Function):
         prep = _prepared(x, k)
         bn = gamma is not None
         m, cov = prep.patch_moments(x) if bn and training else (None, None)
-        w64 = weight.detach().reshape(nc, d).double()
-        b64 = bias.detach().double()
+        wflat = weight.detach().reshape(nc, d).contiguous()
+        w64, b64 = wflat.double(), bias.detach().double()
         if bn and training:
             mu = w64 @ m + b64
             var = ((w64 @ cov) * w64).sum(1).clamp_min(0.0)
-            with torch.no_grad():  # torch's rule: running var takes the unbiased batch variance
-                running_mean.mul_(1 - momentum).add_(mu.to(running_mean.dtype), alpha=momentum)
-                unbiased = var * (count / max(count - 1, 1))
-                running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+            update_running_stats(running_mean, running_var, mu, var, count, momentum)
         elif bn:
             mu, var = running_mean.double(), running_var.double()
-        else:
-            mu, var = torch.zeros(nc, dtype=torch.float64), torch.ones(nc, dtype=torch.float64)
-        rstd = (var + eps).rsqrt() if bn else torch.ones(nc, dtype=torch.float64)
-        scale = gamma.detach().double() * rstd if bn else rstd
-        shift = beta.detach().double() if bn else torch.zeros(nc, dtype=torch.float64)
+        if bn:
+            rstd = (var + eps).rsqrt()
+            scale, shift = gamma.detach().double() * rstd, beta.detach().double()
+        else:  # y = z: nothing subtracted, scaled by 1
+            mu = shift = torch.zeros(nc, dtype=torch.float64)
+            rstd = scale = torch.ones(nc, dtype=torch.float64)
         out = x.new_empty(nb, nc, h // 2, w // 2)
         arg = torch.empty(out.shape, dtype=torch.uint8)
         xphase, poffsets = prep.xphase, prep.offsets
         _forward(
-            xphase.numpy(), poffsets.numpy(), weight.detach().reshape(nc, d).contiguous().numpy(),
-            bias.detach().contiguous().numpy(), *(v.to(x.dtype).numpy() for v in (mu, scale, shift)), out.numpy(),
-            arg.numpy(),
+            xphase.numpy(), poffsets.numpy(), wflat.numpy(), bias.detach().contiguous().numpy(),
+            *(v.to(x.dtype).numpy() for v in (mu, scale, shift)), out.numpy(), arg.numpy(),
         )  # fmt: skip
         ctx.save_for_backward(xphase, poffsets, out, arg)
         ctx.moments = (m, cov, w64, b64, mu, rstd)
